@@ -26,9 +26,12 @@ from .errors import ConfigError
 class DataConfig:
     """How to read input files into sequences (format, column mapping, sessions).
 
-    ``format='auto'`` picks by content: a table with ``time_col`` and ``event_col``
-    is an event table; one with ``tokens_col`` a sequence table; ``id,tok tok``
-    lines are HDFS-style sequence files; anything else one sequence per line.
+    ``format='auto'`` picks by content: a table with ``entity_col`` and ``event_col``
+    is an event table; one with ``tokens_col`` a sequence table; header-less
+    ``id,tok tok`` lines are HDFS-style sequence files; lines of space-separated
+    tokens without any delimiter are one sequence per line (``lines``).  The
+    container (parquet, CSV/TSV, ``.gz``, JSON lines) follows the file extension;
+    files without one are sniffed.  See :mod:`anomaly_ssl.data.readers`.
     """
 
     format: Literal["auto", "events", "sequences", "hdfs", "lines"] = "auto"
@@ -58,9 +61,27 @@ class DataConfig:
     max_session_events: int = 4096
     #: rows with nulls in required columns are dropped and counted (else an error)
     drop_null_rows: bool = True
+    #: CSV-like files: extra strings read as null (e.g. ``[NA, "-"]``); empty fields always are
+    null_values: list[str] = field(default_factory=list)
+    #: strptime-style format (chrono syntax, e.g. ``"%d/%m/%Y %H:%M"``) for string timestamps;
+    #: ``None`` tries the ISO 8601 variants
+    time_format: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on inconsistent settings."""
+        reserved = {"sequence_id", "entity_id", "event", "ts", "gap"}
+        for key in ("categorical", "numeric"):
+            clash = sorted(set(getattr(self, key)) & reserved)
+            if clash:
+                raise ConfigError(
+                    f"data.{key} names {clash}, which are output columns of the sequences table "
+                    f"({', '.join(sorted(reserved))}); rename the source column(s)"
+                )
+        if not self.token_sep:
+            raise ConfigError("data.token_sep must not be empty (e.g. ' ')")
+        if self.columns is not None and len(set(self.columns)) != len(self.columns):
+            dup = sorted({c for c in self.columns if self.columns.count(c) > 1})
+            raise ConfigError(f"data.columns repeats {dup}; column names must be unique")
         if self.session_gap_minutes <= 0:
             raise ConfigError("data.session_gap_minutes must be > 0 (e.g. 30)")
         if self.max_session_events < 1:
@@ -222,6 +243,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     #: fraction of the total steps used for linear warm-up
     warmup_ratio: float = 0.05
+    #: the cosine decay ends at this fraction of ``lr``
+    min_lr_ratio: float = 0.1
     max_epochs: int = 30
     #: stop after this many optimiser steps (None = epochs decide)
     max_steps: int | None = None
@@ -253,6 +276,8 @@ class TrainConfig:
             raise ConfigError(f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.trim_fraction < 0.5:
             raise ConfigError(f"train.trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
         if self.max_epochs < 1:
@@ -292,14 +317,28 @@ class DetectConfig:
     faiss_gpu: Literal["auto", "on", "off"] = "auto"
     #: contamination-robust reference: leave out this share of most suspicious training sequences
     reference_trim: float = 0.05
+    #: rounds of reference trimming (score, drop the top share, re-score)
+    trim_iterations: int = 1
+    #: a group of identical sequences smaller than this (a share of the pool if < 1, else a count)
+    #: does not count as its own neighbours; set it above the largest plausible anomalous group
+    min_cluster_size: float = 0.01
+    #: embeddings closer than this count as copies of one another for min_cluster_size (0 = exact)
+    duplicate_radius: float = 0.0
+    #: n-gram order of the ``ngram`` transition-rarity member
+    ngram_n: int = 2
+    #: robust z-scores of members are clipped to [-clip, clip] before combining (null = no clip)
+    normalize_clip: float | None = 10.0
     #: masked-event surprise: passes over each sequence (each position masked once)
     surprise_passes: int = 5
     surprise_aggregate: Literal["mean", "max", "topk"] = "topk"
     surprise_topk: int = 3
     #: expected share of anomalies; sets the threshold on training scores
     contamination: float = 0.03
-    threshold: Literal["contamination", "quantile"] = "contamination"
+    #: ``contamination``: the (1 - contamination) training quantile; ``quantile``: threshold_quantile;
+    #: ``mad``: median + threshold_z * 1.4826 * MAD of the training scores
+    threshold: Literal["contamination", "quantile", "mad"] = "contamination"
     threshold_quantile: float = 0.99
+    threshold_z: float = 3.5
     explain_topk: int = 5
     explain_neighbors: int = 3
     batch_size: int = 256
@@ -320,6 +359,16 @@ class DetectConfig:
             raise ConfigError(f"detect.reference_trim must be in [0, 0.5), got {self.reference_trim}")
         if self.surprise_passes < 1:
             raise ConfigError("detect.surprise_passes must be >= 1")
+        if self.trim_iterations < 1:
+            raise ConfigError(f"detect.trim_iterations must be >= 1, got {self.trim_iterations}")
+        if self.min_cluster_size < 0 or self.duplicate_radius < 0:
+            raise ConfigError("detect.min_cluster_size and detect.duplicate_radius must be >= 0")
+        if not 1 <= self.ngram_n <= 6:
+            raise ConfigError(f"detect.ngram_n must be in [1, 6], got {self.ngram_n}")
+        if self.threshold_z <= 0:
+            raise ConfigError(f"detect.threshold_z must be > 0, got {self.threshold_z}")
+        if self.normalize_clip is not None and self.normalize_clip <= 0:
+            raise ConfigError(f"detect.normalize_clip must be > 0 or null, got {self.normalize_clip}")
         unknown = set(self.weights) - set(self.members)
         if unknown:
             raise ConfigError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,8 @@ import yaml
 
 from .config import Config
 from .errors import ConfigError
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 #: folder of the configs shipped with the project (``configs/`` at the repository root)
 SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -262,6 +265,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads "1e-3" as a string
         raise bad
     if tp is str:
         if isinstance(value, str):
