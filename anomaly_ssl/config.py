@@ -151,6 +151,9 @@ class ModelConfig:
     add_eos: bool = True
     #: use torch's fused scaled_dot_product_attention (False = reference maths, for benchmarks)
     fused_attention: bool = True
+    #: rotary position encoding in attention (besides the learned position embedding): relative
+    #: order ("B right after A") is learned in far fewer steps
+    rotary: bool = True
 
     def resolved(self) -> tuple[int, int, int, int]:
         """Return ``(d_model, n_layers, n_heads, d_ff)`` after applying the preset."""
@@ -178,6 +181,11 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.rotary and (d // heads) % 2:
+            raise ConfigError(
+                f"model.rotary needs an even head size, but d_model / n_heads = {d} / {heads} = "
+                f"{d // heads}; change model.n_heads or set model.rotary=false"
+            )
 
 
 def _largest_divisor(n: int, at_most: int) -> int:

@@ -20,6 +20,24 @@ T = TypeVar("T")
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is at emit time.
+
+    (click's test runner swaps ``sys.stderr`` per invocation and closes it after.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """Configure the root logger for the CLI: 0 = INFO, 1+ = DEBUG, -1 = WARNING."""
     level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
@@ -27,7 +45,7 @@ def setup_logging(verbosity: int = 0) -> None:
     for handler in list(root.handlers):
         if getattr(handler, "_anomaly_ssl", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     handler._anomaly_ssl = True  # type: ignore[attr-defined]
     root.addHandler(handler)
