@@ -57,3 +57,4 @@ def tmp_events(tmp_path: Path) -> Callable[..., Path]:
         return write_table(df, tmp_path / name, **kwargs)
 
     return write
+from ls_fixtures import label_studio_project, label_studio_server  # noqa: F401
