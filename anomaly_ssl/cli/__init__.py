@@ -15,9 +15,14 @@ from typing import Any
 
 import click
 
+from active_learning.errors import ActiveLearningError
+
 from .._version import __version__
 from ..errors import AnomalySSLError
 from .common import config_options
+
+#: error roots whose messages are shown as one line (user mistakes, not bugs)
+USER_ERRORS = (AnomalySSLError, ActiveLearningError)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +63,8 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except AnomalySSLError as exc:
-            raise UserError(str(exc), exc.exit_code) from None
+        except USER_ERRORS as exc:
+            raise UserError(str(exc), getattr(exc, "exit_code", 1)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in COMMANDS if self._spec_exists(name)]
@@ -81,7 +86,9 @@ class LazyGroup(click.Group):
         return getattr(module, attr)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, "--version", prog_name="anomaly-ssl")
 @config_options
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
@@ -124,9 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except AnomalySSLError as exc:
+    except USER_ERRORS as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        sys.exit(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -30,7 +30,9 @@ def config_options(func: F) -> F:
     return func
 
 
-def collect_config_args(ctx: click.Context, config: str | None, set_: tuple[str, ...]) -> tuple[str | None, list[str]]:
+def collect_config_args(
+    ctx: click.Context, config: str | None, set_: tuple[str, ...]
+) -> tuple[str | None, list[str]]:
     """Merge --config/--set given before the command (group) and after it (command).
 
     The command's --config wins over the group's; --set values apply group first,
