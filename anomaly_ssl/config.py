@@ -268,6 +268,10 @@ class TrainConfig:
     checkpoint_every: int = 200
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     num_workers: int = 0
+    #: intra-op CPU threads per process while training on the CPU (0 = torch's default, all
+    #: cores).  Small models train fastest on one thread per process (and do not collapse
+    #: on a busy machine); use ``torchrun --nproc_per_node N`` to put N cores to work
+    cpu_threads: int = 1
     log_every: int = 20
     #: contamination-robust pretraining: drop this share of highest-loss sequences of each batch
     trim_fraction: float = 0.05
@@ -290,6 +294,8 @@ class TrainConfig:
             raise ConfigError(f"train.trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
         if self.max_epochs < 1:
             raise ConfigError("train.max_epochs must be >= 1")
+        if self.cpu_threads < 0:
+            raise ConfigError(f"train.cpu_threads must be >= 0 (0 = all cores), got {self.cpu_threads}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("train.max_steps must be >= 1 or null")
 
