@@ -244,3 +244,77 @@ def plot_scores(
     save(fig, paths["hist"])
     log.info("wrote evaluation plots to %s", out)
     return paths
+
+
+def evaluate_files(
+    scores_path: str | Path,
+    labels_path: str | Path,
+    id_col: str = "sequence_id",
+    label_col: str = "label",
+    type_col: str = "anomaly_type",
+    plots_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a score file (from ``anomaly-ssl score``) against a label file.
+
+    The decisions are the score file's own ``is_anomaly`` column (its label-free
+    threshold); sequences without a label are left out and counted.
+
+    Returns
+    -------
+    dict
+        :func:`evaluate_scores` output plus ``n_scored``, ``n_unlabelled_scored``,
+        ``scores``, ``labels`` and ``plots`` (paths) when ``plots_dir`` is given.
+    """
+    import polars as pl
+
+    from .data.labels import join_labels, read_labels
+    from .errors import DataError
+
+    path = Path(scores_path)
+    if not path.is_file():
+        raise DataError(f"score file {str(path)!r} not found; create it with `anomaly-ssl score`")
+    try:
+        scores = pl.read_parquet(path, columns=None)
+    except Exception as exc:  # polars raises several types for a bad file
+        raise DataError(f"{path}: not a readable parquet score file ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in ("sequence_id", "score") if c not in scores.columns]
+    if missing:
+        raise DataError(f"{path}: score file has no column(s) {missing}; it has {scores.columns}")
+    labels = read_labels(
+        labels_path, scores["sequence_id"], id_col=id_col, label_col=label_col, type_col=type_col
+    )
+    joined = join_labels(scores, labels).filter(pl.col("label").is_not_null())
+    meta = _scores_meta(path)
+    threshold = meta.get("threshold")
+    if threshold is None and "threshold" in scores.columns:
+        threshold = float(scores["threshold"][0])
+    is_anomaly = joined["is_anomaly"].to_numpy() if "is_anomaly" in joined.columns else None
+    types = joined["anomaly_type"].to_numpy() if joined["anomaly_type"].null_count() < joined.height else None
+    result = evaluate_scores(
+        joined["score"].to_numpy(),
+        joined["label"].to_numpy(),
+        is_anomaly=is_anomaly,
+        threshold=threshold,
+        threshold_source=str(meta.get("threshold_source", "score file's is_anomaly column")),
+        anomaly_types=types,
+    )
+    result["n_scored"] = scores.height
+    result["n_unlabelled_scored"] = scores.height - joined.height
+    result["scores"] = str(path)
+    result["labels"] = str(labels_path)
+    if meta.get("model_version"):
+        result["model_version"] = meta["model_version"]
+    if plots_dir is not None:
+        paths = plot_scores(joined["score"].to_numpy(), joined["label"].to_numpy(), plots_dir, threshold)
+        result["plots"] = {k: str(v) for k, v in paths.items()}
+    return result
+
+
+def _scores_meta(path: Path) -> dict[str, Any]:
+    import json
+
+    import pyarrow.parquet as pq
+
+    raw = pq.read_schema(path).metadata or {}
+    blob = raw.get(b"anomaly_ssl")
+    return json.loads(blob) if blob else {}

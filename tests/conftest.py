@@ -58,3 +58,4 @@ def tmp_events(tmp_path: Path) -> Callable[..., Path]:
 
     return write
 from ls_fixtures import label_studio_project, label_studio_server  # noqa: F401
+from run_fixtures import tiny_run, tiny_run_copy, tiny_shop  # noqa: F401

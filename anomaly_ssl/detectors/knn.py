@@ -77,6 +77,7 @@ class NeighborGraph:
         """Index distinct vectors (float32 (u, d), sorted by row key) with int64 weights (u,)."""
         self.vectors, self.weights = vectors, weights.astype(np.int64)
         self.keys = _row_keys(vectors)
+        self.copy_tol = _copy_tolerance(self.index_params["metric"], vectors)
         if index_bytes is not None and index_meta is not None:
             self.index = VectorIndex.from_bytes(index_bytes, index_meta, gpu=self.index_params["gpu"])
         else:
@@ -124,6 +125,7 @@ class NeighborGraph:
         W = self.weights[nbr].astype(np.float64)  # (m, K)
         is_own = nbr == own[:, None]  # (m, K)
         D[is_own] = 0.0  # exact copies: remove float noise of the BLAS distance expansion
+        D[D <= self.copy_tol] = 0.0  # near-copies within float noise are copies too
         if self.min_cluster > 1:
             group = is_own | (self.duplicate_radius >= D) if self.duplicate_radius > 0 else is_own
             mass = (W * group).sum(axis=1)  # (m,) the query's own cluster, itself included
@@ -135,6 +137,19 @@ class NeighborGraph:
         cum = np.cumsum(W, axis=1)
         take = np.clip(self.k - (cum - W), 0.0, W)
         return D, nbr, take
+
+
+def _copy_tolerance(metric: str, vectors: np.ndarray) -> float:
+    """Largest distance still taken as "the same vector" (float noise of the metric).
+
+    A copy of a training sequence embedded in another batch differs from its
+    training embedding by ~1e-7 per coordinate.
+    """
+    if metric == "cosine":
+        return 1e-5  # 1 - cos of unit vectors; float32 noise is ~1e-7
+    # l2 through the BLAS expansion |a|^2 + |b|^2 - 2ab: the noise grows with the norms
+    norms = np.linalg.norm(vectors[: min(len(vectors), 1000)], axis=1)
+    return 1e-3 * float(np.median(norms)) if len(norms) else 0.0
 
 
 def aggregate_distances(D: np.ndarray, take: np.ndarray, how: str) -> np.ndarray:
@@ -324,9 +339,24 @@ class GraphDetector(BaseDetector):
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         Z = self._prepare(X)
-        own = self._graph.lookup(Z)
+        own = self._own_rows(Z)
         D, nbr, take = self._graph.neighbors(Z, own, np.zeros(len(Z), dtype=bool))
         return self._aggregate(D, nbr, take)
+
+    def _own_rows(self, Z: np.ndarray) -> np.ndarray:
+        """Each query's copy among the reference vectors, or -1.
+
+        Exact byte equality first; otherwise the nearest reference vector if it is
+        within float noise (a copy of a training sequence embedded in another
+        batch differs from its training embedding by ~1e-7).
+        """
+        own = self._graph.lookup(Z)
+        miss = np.flatnonzero(own < 0)
+        if len(miss):
+            D, nbr = self._graph.index.search(np.ascontiguousarray(Z[miss]), 1)
+            close = D[:, 0] <= self._graph.copy_tol
+            own[miss[close]] = nbr[close, 0]
+        return own
 
     # ---------------------------------------------------------- subclass hooks
     def _after_build(self) -> None:

@@ -6,6 +6,12 @@ scale using its *training* scores: ``robust_z`` is ``(s - median) / (1.4826 *
 MAD)`` (with a floor on the MAD, optionally clipped), ``rank`` the empirical
 CDF of the training scores (mid-rank for ties, in [0, 1]).  Both keep the
 "higher = more anomalous" direction.
+
+Ranks compare with a small tolerance (:data:`RANK_RTOL` of the training score
+range, at least :data:`RANK_ATOL`): pools with many identical sequences have large blocks of tied training
+scores, and a new copy of such a sequence computed in a different batch differs
+by float noise (1e-7); without the tolerance it would jump from the middle of
+the block to above all of it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from ..errors import ConfigError, DataError, NotFittedError
 from .threshold import robust_scale
 
 NormalizeMethod = Literal["robust_z", "rank"]
+
+#: scores closer than this share of the training score range count as ties when ranking ...
+RANK_RTOL = 1e-5
+#: ... and never closer than this (float32 noise of distances and log-likelihoods)
+RANK_ATOL = 1e-6
 
 
 class ScoreNormalizer:
@@ -56,9 +67,11 @@ class ScoreNormalizer:
         if self.method == "robust_z":
             z = (s - self.center_) / self.scale_
             return np.clip(z, -self.clip, self.clip) if self.clip is not None else z
-        lo = np.searchsorted(self.sorted_, s, side="left")
-        hi = np.searchsorted(self.sorted_, s, side="right")
-        return (lo + hi) / (2.0 * len(self.sorted_))
+        ref = self.sorted_
+        tol = max(RANK_RTOL * float(ref[-1] - ref[0]), RANK_ATOL)
+        lo = np.searchsorted(ref, s - tol, side="left")
+        hi = np.searchsorted(ref, s + tol, side="right")
+        return (lo + hi) / (2.0 * len(ref))
 
     def get_state(self) -> dict:
         """Arrays and parameters needed to rebuild this normaliser."""
