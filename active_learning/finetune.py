@@ -1,0 +1,230 @@
+"""Fine-tune a classification head on the run's labels and blend it into the score.
+
+The head (:class:`~active_learning.head.AnomalyHead`) sees each labelled
+sequence's embedding plus its unsupervised evidence (the ensemble score as a
+rank against the training pool and every detector's normalised contribution).
+Its probability is blended with the unsupervised rank
+(:func:`~active_learning.head.blend`) so kinds of anomaly nobody has labelled
+yet still surface; the threshold of the blended score is the F1-optimal cut on
+cross-validated (out-of-fold) predictions over the labels.  Each call is one
+round, recorded in ``labels/rounds.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from anomaly_ssl.config import Config
+from anomaly_ssl.io import read_json, write_json
+from anomaly_ssl.run import RunDir
+
+from .al_errors import HeadError, OneClassError
+from .head import AnomalyHead, blend, f1_optimal_threshold, rank_scores
+from .label_store import AppendOnlyJsonl, LabelStore, utc_now
+from .loop import queried_path
+
+log = logging.getLogger(__name__)
+
+HEAD_META = "head.json"
+
+
+def rounds_path(run: RunDir) -> Path:
+    """One JSON line per fine-tuning round (labels, metrics, model version)."""
+    return run.labels_dir / "rounds.jsonl"
+
+
+def _train_unsup_scores(run: RunDir) -> np.ndarray:
+    return pl.read_parquet(run.detector_dir / "train.parquet", columns=["score"])["score"].to_numpy()
+
+
+def head_features(
+    unsup_score: np.ndarray, contributions: dict[str, np.ndarray], members: list[str], reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Extra head features: unsupervised rank and member contributions, shape (n, 1 + m)."""
+    r = rank_scores(unsup_score, reference)
+    cols = [r] + [np.asarray(contributions[m], dtype=np.float64) for m in members]
+    return r, np.stack(cols, axis=1)
+
+
+@dataclass
+class HeadRescorer:
+    """Blends a fine-tuned head into scores (implements :class:`anomaly_ssl.pipeline.Rescorer`)."""
+
+    head: AnomalyHead
+    members: list[str]
+    reference: np.ndarray
+    weight: float
+    threshold: float
+    threshold_source: str
+    model_version: str
+
+    def rescore(
+        self, embeddings: np.ndarray, unsup_score: np.ndarray, contributions: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(head_proba, blended score)`` for a batch."""
+        r, extra = head_features(unsup_score, contributions, self.members, self.reference)
+        proba = self.head.predict_proba(embeddings, extra)
+        return proba, blend(proba, r, self.weight)
+
+
+def load_rescorer(run: RunDir) -> HeadRescorer | None:
+    """The run's fine-tuned head as a rescorer, or ``None`` before ``finetune``."""
+    meta_path = run.path / HEAD_META
+    if not run.head_path.exists() or not meta_path.exists():
+        return None
+    meta = read_json(meta_path)
+    return HeadRescorer(
+        AnomalyHead.load(run.head_path),
+        list(meta["members"]),
+        _train_unsup_scores(run),
+        float(meta["blend"]),
+        float(meta["threshold"]),
+        str(meta["threshold_source"]),
+        str(meta["model_version"]),
+    )
+
+
+@dataclass
+class FinetuneResult:
+    """What one fine-tuning round did."""
+
+    round: int
+    n_labels: int
+    n_anomalies: int
+    model_version: str
+    threshold: float
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    kept_unsupervised: bool = False
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def labelled_training_set(run: RunDir) -> tuple[pl.DataFrame, int]:
+    """Labels joined with the stored features of the labelled sequences.
+
+    Returns the joined frame and the number of labels without stored features.
+    """
+    labels = LabelStore.for_run(run.path).current_labels()
+    path = queried_path(run)
+    if labels.height == 0:
+        return labels, 0
+    if not path.exists():
+        return labels.head(0), labels.height
+    feats = pl.read_parquet(path).filter(pl.col("embedding").is_not_null())
+    joined = labels.join(feats, on="sequence_id", how="inner")
+    return joined, labels.height - joined.height
+
+
+def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
+    """Train the head on the run's labels; write ``head.safetensors`` and ``head.json``.
+
+    With labels of only one class it raises :class:`OneClassError` (the caller
+    keeps the unsupervised score, and nothing in the run changes).
+    """
+    run = RunDir(run_dir)
+    run.require(run.detector_dir / "train.parquet", hint="pretrain the run first")
+    data, missing = labelled_training_set(run)
+    if missing:
+        log.warning("%d labels have no stored features (not queried from this run) and are skipped", missing)
+    if data.height == 0:
+        raise OneClassError(
+            "no labels to fine-tune on yet: run `anomaly-ssl query-labels`, annotate, then `sync-labels`"
+        )
+    members = [c.removeprefix("contrib_") for c in data.columns if c.startswith("contrib_")]
+    y = data["label"].to_numpy().astype(np.int64)
+    emb = np.asarray(data["embedding"].to_list(), dtype=np.float32)
+    reference = _train_unsup_scores(run)
+    contributions = {m: data[f"contrib_{m}"].to_numpy() for m in members}
+    r, extra = head_features(data["unsup_score"].to_numpy(), contributions, members, reference)
+    head = AnomalyHead.from_config(cfg.finetune, seed=cfg.seed).fit(emb, y, extra)
+    weight = cfg.finetune.blend
+    if head.cv_oof_proba_ is not None:
+        oof_blend = blend(head.cv_oof_proba_, r, weight)
+        threshold, cv_f1 = f1_optimal_threshold(y, oof_blend)
+        source = f"F1-optimal cut of out-of-fold blended scores over {len(y)} labels (CV F1 {cv_f1:.3f})"
+        cv_pr = _average_precision(y, oof_blend)
+    else:
+        threshold = float(blend(np.array([head.threshold_]), np.array([0.5]), weight)[0])
+        source, cv_f1, cv_pr = (
+            f"default (too few labels per class for CV: {head.threshold_source_})",
+            None,
+            None,
+        )
+    round_no = _next_round(run)
+    digest = hashlib.sha256(json.dumps([round_no, len(y), int(y.sum()), float(threshold)]).encode())
+    version = f"head-r{round_no}-{digest.hexdigest()[:8]}"
+    head.save(run.head_path)
+    write_json(
+        run.path / HEAD_META,
+        {
+            "model_version": version,
+            "members": members,
+            "blend": weight,
+            "threshold": threshold,
+            "threshold_source": source,
+            "round": round_no,
+            "n_labels": len(y),
+            "n_anomalies": int(y.sum()),
+            "head_threshold": head.threshold_,
+            "created_at": utc_now(),
+        },
+    )
+    metrics = {
+        "cv_f1": cv_f1,
+        "cv_pr_auc": cv_pr,
+        "head_cv_f1": head.cv_f1_,
+        "unsup_pr_auc_on_labels": _average_precision(y, r),
+    }
+    AppendOnlyJsonl(rounds_path(run)).append_with(
+        lambda _old: [
+            {
+                "round": round_no,
+                "n_labels": len(y),
+                "n_anomalies": int(y.sum()),
+                "strategy": _last_strategy(run),
+                "model_version": version,
+                "created_at": utc_now(),
+                "metrics": metrics,
+            }
+        ]
+    )
+    log.info(
+        "fine-tuned head round %d on %d labels (%d anomalies): %s", round_no, len(y), int(y.sum()), source
+    )
+    return FinetuneResult(round_no, len(y), int(y.sum()), version, float(threshold), metrics)
+
+
+def _average_precision(y: np.ndarray, s: np.ndarray) -> float | None:
+    if y.min() == y.max():
+        return None
+    from anomaly_ssl.evaluate import evaluate_scores
+
+    return float(evaluate_scores(s, y)["pr_auc"])
+
+
+def _next_round(run: RunDir) -> int:
+    path = rounds_path(run)
+    if not path.exists():
+        return 1
+    rows = AppendOnlyJsonl(path).read()
+    return 1 + max((int(r.get("round", 0)) for r in rows), default=0)
+
+
+def _last_strategy(run: RunDir) -> str | None:
+    from .query_log import QueryLog
+
+    frame = QueryLog.for_run(run.path).frame()
+    return None if frame.height == 0 else str(frame["strategy"][-1])
+
+
+__all__ = ["FinetuneResult", "HeadError", "HeadRescorer", "finetune_run", "load_rescorer"]
