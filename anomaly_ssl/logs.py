@@ -30,11 +30,11 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201
+    def stream(self):
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:  # noqa: ANN001
+    def stream(self, value) -> None:
         pass
 
 
@@ -50,7 +50,7 @@ def setup_logging(verbosity: int = 0) -> None:
     handler._anomaly_ssl = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("urllib3", "httpx", "httpcore", "matplotlib", "numba", "PIL"):
+    for noisy in ("urllib3", "httpx", "httpcore", "matplotlib", "numba", "PIL", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

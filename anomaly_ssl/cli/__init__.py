@@ -38,7 +38,7 @@ COMMANDS: dict[str, str] = {
     "finetune": ".al_cmds:finetune",
     "label-studio": ".ls_cmds:label_studio",
     "report": ".report_cmd:report",
-    "config": ".config_cmd:config_cmd",
+    "demo": ".demo_cmd:demo",
 }
 
 
