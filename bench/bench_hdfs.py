@@ -76,18 +76,31 @@ def _our_rows(loaded, scored: pl.DataFrame, y: np.ndarray, rule: str, q: float) 
         ref = train[f"score_{member}"].to_numpy()
         ref = ref[hold] if rule == "holdout" and hold.sum() >= 50 else ref
         t = float(np.quantile(ref, q))
-        rows[f"  member: {member}"] = _metrics(scored[f"score_{member}"].to_numpy(), y, t, f"q{q} of training")
+        rows[f"  member: {member}"] = _metrics(
+            scored[f"score_{member}"].to_numpy(), y, t, f"q{q} of training"
+        )
     return rows
 
 
 def _baselines(
-    X_fit: np.ndarray, X_ref: np.ndarray, X_test: np.ndarray, y: np.ndarray, q: float,
-    enc_fit, enc_ref, enc_test, contamination: float | None,
+    X_fit: np.ndarray,
+    X_ref: np.ndarray,
+    X_test: np.ndarray,
+    y: np.ndarray,
+    q: float,
+    enc_fit,
+    enc_ref,
+    enc_test,
+    contamination: float | None,
 ) -> dict[str, dict]:
     """PyOD on log counts + bigram rarity; threshold = quantile q of scores on X_ref."""
     rows = {}
-    specs = [("iforest", {}), ("ecod", {}), ("knn", {"n_neighbors": 5 if contamination is None else 10}),
-             ("lof", {"n_neighbors": 10 if contamination is None else 20})]
+    specs = [
+        ("iforest", {}),
+        ("ecod", {}),
+        ("knn", {"n_neighbors": 5 if contamination is None else 10}),
+        ("lof", {"n_neighbors": 10 if contamination is None else 20}),
+    ]
     for algo, params in specs:
         det = PyODDetector(algorithm=algo, random_state=0, **params).fit(X_fit)
         ref = det.decision_function(X_ref) if X_ref is not X_fit else det.decision_scores_
@@ -102,8 +115,11 @@ def _baselines(
 
 def protocol_clean(work: Path, sets: list[str], lines: bool = False) -> dict:
     """Protocols 1 (block files) and 3 (DeepLog split, ``lines``)."""
-    cfg = load_config("hdfs", ["detect.threshold=quantile", "detect.threshold_quantile=0.99", *sets]
-                      + (["data.format=lines"] if lines else []))
+    cfg = load_config(
+        "hdfs",
+        ["detect.threshold=quantile", "detect.threshold_quantile=0.99", *sets]
+        + (["data.format=lines"] if lines else []),
+    )
     base = HDFS / "deeplog_split" if lines else HDFS
     run = work / ("p3" if lines else "p1")
     t0 = time.perf_counter()
@@ -132,12 +148,21 @@ def protocol_clean(work: Path, sets: list[str], lines: bool = False) -> dict:
     test_table = pl.concat(test_tables)
     Xp, Xt = _pool_counts(loaded, pool), _pool_counts(loaded, test_table)
     ep, et = loaded.vocab.encode(pool), loaded.vocab.encode(test_table)
-    rows |= _baselines(Xp[~hold], Xp[hold], Xt, y, 0.99, ep.subset(np.flatnonzero(~hold)),
-                       ep.subset(np.flatnonzero(hold)), et, None)
+    rows |= _baselines(
+        Xp[~hold],
+        Xp[hold],
+        Xt,
+        y,
+        0.99,
+        ep.subset(np.flatnonzero(~hold)),
+        ep.subset(np.flatnonzero(hold)),
+        et,
+        None,
+    )
     card = json.loads((run / "model_card.json").read_text())
     return {
         "rows": rows,
-        "n_test": int(len(y)),
+        "n_test": len(y),
         "n_anomalous": int(y.sum()),
         "pretrain_and_fit_s": round(fit_s, 1),
         "score_s": round(score_s, 1),
@@ -172,7 +197,7 @@ def protocol_contaminated(work: Path, sets: list[str]) -> dict:
     card = json.loads((run / "model_card.json").read_text())
     return {
         "rows": rows,
-        "n_test": int(len(y)),
+        "n_test": len(y),
         "n_anomalous": int(y.sum()),
         "pretrain_and_fit_s": round(fit_s, 1),
         "val_masked_accuracy": card["validation"]["val_masked_accuracy"],
@@ -181,11 +206,15 @@ def protocol_contaminated(work: Path, sets: list[str]) -> dict:
 
 
 def _print(name: str, result: dict) -> None:
-    print(f"\n## {name}  (n={result['n_test']}, anomalous={result['n_anomalous']}; "
-          f"pretrain+fit {result['pretrain_and_fit_s']} s)")
+    print(
+        f"\n## {name}  (n={result['n_test']}, anomalous={result['n_anomalous']}; "
+        f"pretrain+fit {result['pretrain_and_fit_s']} s)"
+    )
     rows = result["rows"]
-    best_base = max((r["pr_auc"] for k, r in rows.items() if not k.startswith(("anomaly", "  member"))),
-                    default=float("nan"))
+    best_base = max(
+        (r["pr_auc"] for k, r in rows.items() if not k.startswith(("anomaly", "  member"))),
+        default=float("nan"),
+    )
     print(f"| detector | {' | '.join(KEYS)} | PR-AUC / best baseline |")
     print("|---|" + "---|" * (len(KEYS) + 1))
     for label, r in rows.items():
