@@ -121,7 +121,8 @@ def labelled_training_set(run: RunDir) -> tuple[pl.DataFrame, int]:
     if not path.exists():
         return labels.head(0), labels.height
     feats = pl.read_parquet(path).filter(pl.col("embedding").is_not_null())
-    joined = labels.join(feats, on="sequence_id", how="inner")
+    # sorted: the head (and its CV folds) must not depend on the order annotations arrived in
+    joined = labels.join(feats, on="sequence_id", how="inner").sort("sequence_id")
     return joined, labels.height - joined.height
 
 

@@ -13,8 +13,11 @@ duplicate tasks, no lost or doubled labels).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,12 @@ import polars as pl
 from anomaly_ssl.config import Config
 from anomaly_ssl.data import iter_sequence_batches
 from anomaly_ssl.errors import DataError, RunDirError
-from anomaly_ssl.io import atomic_write_text, atomic_write_with
+from anomaly_ssl.io import atomic_write_with
 from anomaly_ssl.pipeline import read_scores_meta
 from anomaly_ssl.run import RunDir
 
-from .al_errors import EmptyPoolError, PoolExhaustedError
-from .label_store import LabelRecord, LabelStore, utc_now
+from .al_errors import EmptyPoolError, PoolExhaustedError, QueryLogError
+from .label_store import AppendOnlyJsonl, LabelRecord, LabelStore, utc_now
 from .ls_client import LabelStudioClient
 from .ls_mapping import (
     build_task,
@@ -61,17 +64,39 @@ def pseudonym_key(run: RunDir, environ: dict[str, str] | None = None) -> str:
 
     The key never leaves the run directory; without it pseudonyms cannot be reversed.
     """
-    import os
-
     env = os.environ if environ is None else environ
     if env.get(PSEUDONYM_KEY_ENV):
         return env[PSEUDONYM_KEY_ENV]
     path = run.labels_dir / "pseudonym.key"
     if not path.exists():
-        run.labels_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, secrets.token_hex(32))
-        path.chmod(0o600)
+        _create_secret(path, secrets.token_hex(32))
     return path.read_text(encoding="utf-8").strip()
+
+
+def _create_secret(path: Path, value: str) -> None:
+    """Create ``path`` holding ``value``, mode 0600 from the start; keep a file that already exists.
+
+    Written to a private temporary file (mkstemp: 0600), fsynced and hard-linked
+    into place, so the key is never readable by others, never half-written, and
+    two concurrent first queries cannot end up with different keys.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(value)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this file system: rename (mode is kept)
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def load_latest_scores(
@@ -103,7 +128,13 @@ def load_latest_scores(
 
 @dataclass
 class QueryResult:
-    """What :func:`query_labels` sent."""
+    """What :func:`query_labels` sent.
+
+    ``sequence_ids``/``task_ids``: the sequences pushed again (owed from an
+    earlier, incomplete push) first, then the new picks.  ``counts``: ``sent``,
+    ``new``, ``resent``, ``model_flagged`` (of the sent) and ``head`` (1 when the
+    scores came from a fine-tuned head).
+    """
 
     project_id: int
     project: str
@@ -117,14 +148,21 @@ class QueryResult:
 
 
 def _fmt_gap(seconds: float | None) -> str:
+    """A time gap for people: ``0.5s``, ``42s``, ``3m``, ``1.5h``, ``2.0d`` (empty when unknown).
+
+    Each unit is used only while the rounded value stays below the next unit
+    (59.7 s is ``1m``, not ``60s``).
+    """
     if seconds is None or not np.isfinite(seconds):
         return ""
     s = float(seconds)
-    if s < 60:
-        return f"{s:.0f}s" if s >= 1 or s == 0 else f"{s:.1f}s"
-    if s < 3600:
+    if abs(s) < 0.95 and s != 0:
+        return f"{s:.1f}s"
+    if abs(s) < 59.5:
+        return f"{s:.0f}s"
+    if abs(s) < 59.5 * 60:
         return f"{s / 60:.0f}m"
-    if s < 86400:
+    if abs(s) < 23.95 * 3600:
         return f"{s / 3600:.1f}h"
     return f"{s / 86400:.1f}d"
 
@@ -174,6 +212,13 @@ def query_labels(
 ) -> QueryResult:
     """Pick sequences to label and push them to Label Studio.
 
+    The project is found (or created) first, so an unreachable server or a
+    rejected key fails before anything is logged.  Sequences an earlier run
+    logged as sent but whose push never completed (no task id in the query log,
+    e.g. a timeout mid-push) or whose project was deleted since are pushed again
+    first and count towards ``n``; task keys make that push idempotent, so
+    nothing is duplicated or lost.
+
     Parameters
     ----------
     run_dir : str or Path
@@ -190,7 +235,7 @@ def query_labels(
     Raises
     ------
     PoolExhaustedError
-        When every scored sequence is already labelled or sent.
+        When every scored sequence is already labelled or sent (and nothing is owed).
     """
     run = RunDir(run_dir)
     n = n or cfg.query.n
@@ -205,37 +250,47 @@ def query_labels(
         )
     qlog, store = QueryLog.for_run(run.path), LabelStore.for_run(run.path)
     ids = scores["sequence_id"].to_list()
-    sent = qlog.already_sent(ids)
     labelled_ids = set(store.current_labels()["sequence_id"].to_list())
-    labelled = np.array([i in labelled_ids for i in ids])
+    project_id = client.get_or_create_project(
+        cfg.label_studio.project,
+        render_label_config(cfg.label_studio.taxonomy),
+        description="anomaly-ssl: is this sequence anomalous?",
+    )
+    resend = _owed_rows(qlog, client, project_id, labelled_ids, ids)
+    sent = qlog.already_sent(ids)
+    labelled = np.array([i in labelled_ids for i in ids], dtype=bool)
     available = np.flatnonzero(~sent & ~labelled)
-    if len(available) == 0:
+    if len(available) == 0 and len(resend) == 0:
         raise PoolExhaustedError(
             f"all {len(ids)} scored sequences are already labelled or sent to annotators; "
             "score new data or sync the pending labels"
         )
-    head = scores["head_proba"].to_numpy() if "head_proba" in scores.columns else None
-    has_head = head is not None and not np.isnan(head.astype(float)).all()
-    inputs = QueryInputs(
-        scores=scores["score"].to_numpy().astype(np.float64),
-        threshold=float(meta.get("threshold", scores["threshold"][0])),
-        embeddings=emb,
-        n_pool=scores.height,
-    )
-    sampler = make_strategy(strategy, seed=cfg.seed + len(qlog.sent_ids()))
-    picked = sampler.query(inputs, available, np.flatnonzero(labelled | sent), n=n)
+    n_new = min(max(0, n - len(resend)), len(available))
+    picked, utility = np.zeros(0, dtype=np.int64), None
+    if n_new:
+        inputs = QueryInputs(
+            scores=scores["score"].to_numpy().astype(np.float64),
+            threshold=float(meta.get("threshold", scores["threshold"][0])),
+            embeddings=emb,
+            n_pool=scores.height,
+        )
+        params = {"candidate_factor": cfg.query.candidate_factor} if strategy == "diverse" else {}
+        sampler = make_strategy(strategy, seed=cfg.seed + len(qlog.sent_ids()), **params)
+        picked = sampler.query(inputs, available, np.flatnonzero(labelled | sent), n=n_new)
+        utility = sampler.last_scores_
+    rows = np.concatenate([resend, picked]).astype(np.int64)
     round_no = _next_round(qlog)
-    chosen = scores[picked]
-    table = fetch_sequences(
-        meta.get("data") or _data_from_card(run), cfg, set(chosen["sequence_id"].to_list())
-    )
+    chosen = scores[rows]
+    chosen_ids = chosen["sequence_id"].to_list()
+    table = fetch_sequences(meta.get("data") or _data_from_card(run), cfg, set(chosen_ids))
     key = pseudonym_key(run) if cfg.query.pseudonymize else None
     records, shown = _task_records(chosen, table, cfg, key)
-    _store_queried(run, cfg, chosen, None if emb is None else emb[picked], table, shown)
-    utility = sampler.last_scores_
+    _store_queried(run, cfg, chosen, None if emb is None else emb[rows], table, shown)
+    # logged before the push: a crash in between leaves entries without a task id,
+    # which the next query pushes again (idempotently) instead of losing them
     qlog.append(
         QueryRecord(
-            sequence_id=sid,
+            sequence_id=ids[int(row)],
             strategy=strategy,
             rank=r,
             utility=None if utility is None else float(utility[row]),
@@ -245,39 +300,76 @@ def query_labels(
             project=cfg.label_studio.project,
             sent_at=utc_now(),
         )
-        for r, (sid, row) in enumerate(zip(chosen["sequence_id"].to_list(), picked))
-    )
-    project_id = client.get_or_create_project(
-        cfg.label_studio.project,
-        render_label_config(cfg.label_studio.taxonomy),
-        description="anomaly-ssl: is this sequence anomalous?",
+        for r, row in enumerate(picked)
     )
     tasks = [
         build_task(rec, str(meta.get("model_version", "unknown")), key, run_id=run.path.name)
         for rec in records
     ]
     task_ids = client.import_tasks(project_id, tasks)
-    qlog.attach_tasks(dict(zip(chosen["sequence_id"].to_list(), task_ids)), project=str(project_id))
+    qlog.attach_tasks(dict(zip(chosen_ids, task_ids)), project=str(project_id))
     log.info(
-        "sent %d sequences (%s, round %d) to project %d at %s",
+        "sent %d sequences (%d new, %s, round %d; %d owed from earlier pushes) to project %d at %s",
         len(tasks),
+        len(picked),
         strategy,
         round_no,
+        len(resend),
         project_id,
         client.url,
     )
     flagged = int(chosen["is_anomaly"].sum()) if "is_anomaly" in chosen.columns else 0
+    head = scores["head_proba"].to_numpy() if "head_proba" in scores.columns else None
+    has_head = head is not None and not np.isnan(head.astype(float)).all()
+    counts = {"sent": len(tasks), "new": len(picked), "resent": len(resend)}
+    counts.update(model_flagged=flagged, head=int(has_head))
     return QueryResult(
         project_id,
         cfg.label_studio.project,
         client.url,
-        chosen["sequence_id"].to_list(),
+        chosen_ids,
         task_ids,
         strategy,
-        round_no,
+        round_no if len(picked) else round_no - 1,
         int(sent.sum()),
-        {"sent": len(tasks), "model_flagged": flagged, "head": int(has_head)},
+        counts,
     )
+
+
+def _owed_rows(
+    qlog: QueryLog, client: LabelStudioClient, project_id: int, labelled: set[str], ids: list[str]
+) -> np.ndarray:
+    """Score-file rows of sequences logged as sent that no live task holds (push them again).
+
+    That is: no task id was attached (the push failed or crashed), or the task's
+    project is gone (deleted since; the current one replaces it).  Labelled
+    sequences are never owed.  Owed sequences missing from the score file are
+    reported and stay owed until it holds them again.
+    """
+    frame = qlog.frame()
+    if frame.height == 0:
+        return np.zeros(0, dtype=np.int64)
+    project_of: dict[str, str | None] = {}
+    for obj in AppendOnlyJsonl(qlog.path, QueryLogError).read():
+        if obj.get("event") == "task":
+            project_of[str(obj["sequence_id"])] = obj.get("project")
+    open_ids = [s for s in frame["sequence_id"].to_list() if s not in labelled]
+    elsewhere = {project_of.get(s) for s in open_ids} - {None, str(project_id)}
+    gone = {p for p in elsewhere if str(p).isdigit() and not client.project_exists(int(str(p)))}
+    no_task = set(frame.filter(pl.col("task_id").is_null())["sequence_id"].to_list())
+    owed = [s for s in open_ids if s in no_task or project_of.get(s) in gone]
+    row_of = {s: i for i, s in enumerate(ids)}
+    missing = [s for s in owed if s not in row_of]
+    if missing:
+        log.warning(
+            "%d sequences logged as sent have no task in Label Studio and are not in this score file "
+            "(first: %s); rescore the data they came from to send them again",
+            len(missing),
+            missing[0],
+        )
+    if owed:
+        log.info("pushing %d sequences again whose earlier push did not complete", len(owed) - len(missing))
+    return np.asarray([row_of[s] for s in owed if s in row_of], dtype=np.int64)
 
 
 def _next_round(qlog: QueryLog) -> int:
@@ -408,10 +500,11 @@ def sync_labels(run_dir: str | Path, cfg: Config, client: LabelStudioClient) -> 
             f"{run.labels_dir / 'labels.jsonl'}"
         )
     export = client.export_annotated(project_id)
-    records = parse_export(export, annotators=client.annotators())
+    # cancelled (skipped) annotations are parsed only to be counted; resolve_labels ignores them
+    records = parse_export(export, annotators=client.annotators(), include_cancelled=True)
     result = SyncResult(project_id)
-    result.annotations = len(records)
     result.cancelled_or_skipped = sum(r.was_cancelled for r in records)
+    result.annotations = len(records) - result.cancelled_or_skipped
     result.unsure = sum(r.choice == "unsure" and not r.was_cancelled for r in records)
     resolved, unresolved = resolve_labels(records)
     real_of = _real_ids(run)

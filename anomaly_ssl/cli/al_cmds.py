@@ -87,9 +87,11 @@ def query_labels(
     cfg = load_cli_config(ctx, config, set_, run_dir=run_dir)
     client = _client(cfg, url, project)
     result = run_query(run_dir, cfg, client, n, strategy, scores_path, embeddings_path)
+    resent = result.counts.get("resent", 0)
+    again = f"; {resent} of them again, their earlier push did not complete" if resent else ""
     click.echo(
-        f"sent {len(result.sequence_ids)} sequences ({result.strategy}, round {result.round}) to project "
-        f"{result.project!r} (id {result.project_id}): {result.url}/projects/{result.project_id}/data"
+        f"sent {len(result.sequence_ids)} sequences ({result.strategy}, round {result.round}{again}) to "
+        f"project {result.project!r} (id {result.project_id}): {result.url}/projects/{result.project_id}/data"
     )
 
 
@@ -140,6 +142,13 @@ def finetune(ctx: click.Context, run_dir: str, config: str | None, set_: tuple[s
     try:
         result = finetune_run(run_dir, cfg)
     except OneClassError as exc:
-        click.echo(f"not fine-tuned: {exc}; `score` keeps the unsupervised score", err=True)
+        from ..run import RunDir
+
+        kept = (
+            "the head of the previous round"
+            if RunDir(run_dir).head_path.exists()
+            else "the unsupervised score"
+        )
+        click.echo(f"not fine-tuned: {exc}; `score` keeps {kept}", err=True)
         return
     click.echo(json.dumps(result.to_dict(), indent=2, default=str))
