@@ -16,6 +16,9 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "ActiveLearningError": ".errors",
+    "OneClassError": ".al_errors",
+    "PoolExhaustedError": ".al_errors",
+    "EmptyPoolError": ".al_errors",
     "LabelStudioServer": ".ls_server",
     "LabelStudioClient": ".ls_client",
     "query_labels": ".loop",

@@ -75,8 +75,9 @@ class HeadRescorer:
         return proba, blend(proba, r, self.weight)
 
 
-def load_rescorer(run: RunDir) -> HeadRescorer | None:
+def load_rescorer(run: RunDir | str | Path) -> HeadRescorer | None:
     """The run's fine-tuned head as a rescorer, or ``None`` before ``finetune``."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
     meta_path = run.path / HEAD_META
     if not run.head_path.exists() or not meta_path.exists():
         return None

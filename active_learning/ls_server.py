@@ -160,7 +160,7 @@ class LabelStudioServer:
         *,
         host: str = "127.0.0.1",
         username: str = DEFAULT_USERNAME,
-        start_timeout_s: float = 240.0,
+        start_timeout_s: float = 600.0,
         version: str = LABEL_STUDIO_VERSION,
     ) -> None:
         if not 0 <= port <= 65535:

@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "load_sequences": ".data",
     "read_labels": ".data",
     "Vocabulary": ".data",
+    "inspect_data": ".data",
     "pretrain": ".pretrain",
     "pretrain_encoded": ".pretrain",
     "load_model": ".pretrain",

@@ -103,7 +103,7 @@ def install_cmd(venv_dir: Path | None) -> None:
     "--timeout",
     "timeout_s",
     type=float,
-    default=240.0,
+    default=600.0,
     show_default=True,
     help="Seconds to wait for the server to become healthy.",
 )
