@@ -152,6 +152,8 @@ def event_surprise(
     passes : int
         Deterministic masking passes; pass ``j`` masks window positions ``p`` with
         ``p % passes == j`` (more passes = more context per prediction, more compute).
+        About ``1 / masking.mask_prob`` (5-7) matches what the model saw in training;
+        1 or 2 hide so much context that every event looks surprising.
     batch_size : int
         Windows per forward pass (each is repeated ``passes`` times).
     device : torch.device or str, optional

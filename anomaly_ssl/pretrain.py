@@ -92,27 +92,74 @@ class MaskedWindowSource:
         return self.collator(inputs, mask, key=(epoch, global_index))
 
 
-def masked_event_loss(trim_fraction: float = 0.0, trim_start: float = 0.0) -> Any:
-    """The pretraining objective for :class:`~anomaly_ssl.trainer.Trainer`.
+class MaskedEventObjective:
+    """The pretraining objective for :class:`~anomaly_ssl.trainer.Trainer`, with a trimmed loss.
 
-    Token-weighted mean of the masked cross-entropy over the batch's windows;
-    once ``progress >= trim_start``, the ``floor(trim_fraction * B)`` windows with
-    the highest loss get weight 0 (trimmed loss, robust to contaminated data).
+    The loss is the token-weighted mean of the masked cross-entropy over the batch's
+    windows.  With ``trim_fraction > 0``, once ``progress >= trim_start`` every window
+    whose loss exceeds the ``1 - trim_fraction`` quantile of the last ``history``
+    window losses gets weight 0 (the small-loss trick), so anomalies in the unlabelled
+    pool are not learned and stay surprising.  The threshold comes from recent batches,
+    not from the current one: length bucketing puts near-identical anomalous sequences
+    (same length) into the *same* batch, where a per-batch top-k would drop only a few.
+    The loss history is part of the checkpoint (``state_dict``), so resuming is exact.
+
+    Parameters
+    ----------
+    trim_fraction : float
+        Share of windows to ignore (0 = plain masked-LM loss).
+    trim_start : float
+        Training progress (0..1) from which windows are trimmed.
+    history : int
+        Window losses remembered for the threshold.
+    min_history : int
+        No trimming before this many losses were seen.
     """
 
-    def loss_fn(model: torch.nn.Module, batch: MaskedBatch, progress: float) -> torch.Tensor:
+    def __init__(
+        self, trim_fraction: float = 0.0, trim_start: float = 0.0, history: int = 2048, min_history: int = 256
+    ) -> None:
+        self.trim_fraction = float(trim_fraction)
+        self.trim_start = float(trim_start)
+        self.min_history = int(min_history)
+        self.losses = torch.full((int(history),), float("nan"))
+        self.seen = 0
+
+    def __call__(self, model: torch.nn.Module, batch: MaskedBatch, progress: float) -> torch.Tensor:
         _, per_seq = model(
             batch.inputs, batch.attention_mask, batch.labels, reduction="sequence", return_logits=False
         )  # (B,)
-        n = (batch.labels[EVENT_FIELD] != IGNORE_INDEX).sum(1).to(per_seq.dtype)  # (B,)
-        weight = n
-        k = int(trim_fraction * per_seq.shape[0])
-        if trim_fraction > 0 and progress >= trim_start and k > 0:
-            worst = torch.topk(per_seq.detach(), k).indices  # (k,)
-            weight = n.index_fill(0, worst, 0.0)
+        weight = (batch.labels[EVENT_FIELD] != IGNORE_INDEX).sum(1).to(per_seq.dtype)  # (B,) masked positions
+        if self.trim_fraction > 0:
+            current = per_seq.detach().float()  # (B,)
+            self._remember(current)
+            if progress >= self.trim_start and self.seen >= self.min_history:
+                valid = self.losses[: min(self.seen, len(self.losses))]
+                threshold = torch.quantile(valid, 1.0 - self.trim_fraction)
+                weight = weight * (current <= threshold).to(weight.dtype)
         return (per_seq * weight).sum() / weight.sum().clamp(min=1.0)
 
-    return loss_fn
+    def _remember(self, values: torch.Tensor) -> None:
+        if self.losses.device != values.device:
+            self.losses = self.losses.to(values.device)
+        n = len(self.losses)
+        idx = (self.seen + torch.arange(len(values), device=values.device)) % n  # ring buffer
+        self.losses[idx[-n:]] = values[-n:]
+        self.seen += len(values)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loss history (tensors and ints only)."""
+        return {"losses": self.losses.detach().cpu().clone(), "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.losses = state["losses"].clone().float()
+        self.seen = int(state["seen"])
+
+
+def masked_event_loss(trim_fraction: float = 0.0, trim_start: float = 0.0, **kw: int) -> MaskedEventObjective:
+    """A :class:`MaskedEventObjective` (kept as a function for readability at call sites)."""
+    return MaskedEventObjective(trim_fraction, trim_start, **kw)
 
 
 class MaskedEvaluator:
@@ -123,7 +170,11 @@ class MaskedEvaluator:
     event and EOS is predicted exactly once at the training masking density.  That is
     ~``passes`` times more predictions than one random mask, so early stopping sees far
     less noise.  Sums are reduced over ranks.  ``val_loss`` is the mean cross-entropy
-    over masked positions, summed over predicted fields (the training loss).
+    over masked positions, summed over predicted fields (the training loss); with
+    ``trim_fraction > 0`` it leaves out the windows above the ``1 - trim_fraction``
+    loss quantile, as training does, so early stopping is not steered by anomalies in
+    the (unlabelled, contaminated) validation split (``val_loss_all`` keeps them).
+    Accuracies are over all positions.
     """
 
     def __init__(
@@ -136,10 +187,12 @@ class MaskedEvaluator:
         unigram_event: int,
         device: torch.device,
         dist_info: DistInfo | None = None,
+        trim_fraction: float = 0.0,
     ) -> None:
         self.encoded = encoded
         self.windows = windows
         self.device = device
+        self.trim_fraction = float(trim_fraction)
         self.dist = dist_info or DistInfo()
         self.passes = max(1, round(1.0 / mask_prob))
         window_index = np.asarray(window_index, dtype=np.int64)
@@ -163,30 +216,54 @@ class MaskedEvaluator:
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         fields = list(model.predicted)
-        sums = torch.zeros(2 * len(fields) + 2, dtype=torch.float64)
+        ce_parts: list[torch.Tensor] = []  # per batch: (B, n_fields) summed cross-entropy per window
+        n_parts: list[torch.Tensor] = []  # per batch: (B, n_fields) predicted positions per window
+        correct = unigram = 0.0
         with torch.inference_mode():
             for idx in self.batches:
                 batch = self._masked(idx, fields).to(self.device)
+                B = len(idx)
                 inputs = {k: v for k, v in batch.inputs.items() if k in model.field_sizes}
                 h = model.encode(inputs, batch.attention_mask)  # (P*B, L, d)
+                ce_w = torch.zeros(B, len(fields), dtype=torch.float64)
+                n_w = torch.zeros(B, len(fields), dtype=torch.float64)
                 for j, f in enumerate(fields):
                     sel = batch.labels[f] != IGNORE_INDEX  # (P*B, L)
+                    window = (sel.nonzero(as_tuple=True)[0] % B).cpu()  # (N,) row r is window r % B
                     target = batch.labels[f][sel]  # (N,)
                     logits = model.field_logits(h[sel], f).float()  # (N, V)
-                    sums[2 * j] += float(F.cross_entropy(logits, target, reduction="sum"))
-                    sums[2 * j + 1] += target.numel()
+                    ce = F.cross_entropy(logits, target, reduction="none").double().cpu()  # (N,)
+                    ce_w[:, j].index_add_(0, window, ce)
+                    n_w[:, j].index_add_(0, window, torch.ones_like(ce))
                     if f == EVENT_FIELD:
-                        sums[-2] += float((logits.argmax(-1) == target).sum())
-                        sums[-1] += float((target == self.unigram_event).sum())
-        sums = all_reduce_sum(sums, self.dist)
-        n_event = max(float(sums[1]), 1.0)  # the event field is always first
-        val_loss = sum(float(sums[2 * j]) / max(float(sums[2 * j + 1]), 1.0) for j in range(len(fields)))
+                        correct += float((logits.argmax(-1) == target).sum())
+                        unigram += float((target == self.unigram_event).sum())
+                ce_parts.append(ce_w)
+                n_parts.append(n_w)
+        empty = torch.zeros(0, len(fields), dtype=torch.float64)
+        ce_w = torch.cat(ce_parts) if ce_parts else empty
+        n_w = torch.cat(n_parts) if n_parts else empty
+        keep = self._kept_windows(ce_w, n_w)
+        local = [ce_w.sum(0), n_w.sum(0), ce_w[keep].sum(0), n_w[keep].sum(0)]
+        local.append(torch.tensor([correct, unigram], dtype=torch.float64))
+        sums = all_reduce_sum(torch.cat(local), self.dist)
+        k = len(fields)
+        all_ce, all_n, kept_ce, kept_n = sums[:k], sums[k : 2 * k], sums[2 * k : 3 * k], sums[3 * k : 4 * k]
+        n_event = max(float(all_n[0]), 1.0)  # the event field is always first
         return {
-            "val_loss": val_loss,
+            "val_loss": float((kept_ce / kept_n.clamp(min=1.0)).sum()),
+            "val_loss_all": float((all_ce / all_n.clamp(min=1.0)).sum()),
             "val_acc": float(sums[-2]) / n_event,
             "val_unigram_acc": float(sums[-1]) / n_event,
             "val_masked_positions": n_event,
         }
+
+    def _kept_windows(self, ce_w: torch.Tensor, n_w: torch.Tensor) -> torch.Tensor:
+        """Windows whose loss is within the ``1 - trim_fraction`` quantile (all without trimming)."""
+        loss = (ce_w / n_w.clamp(min=1.0)).sum(1)  # (W,) the window's masked loss
+        if self.trim_fraction <= 0 or len(loss) == 0:
+            return torch.ones(len(loss), dtype=torch.bool)
+        return loss <= torch.quantile(loss, 1.0 - self.trim_fraction)
 
 
 # ============================================================== pipeline
@@ -209,7 +286,8 @@ class PretrainResult:
     train: TrainResult
     run_dir: RunDir | None = None
     dist: DistInfo = field(default_factory=DistInfo)
-    #: the fitted detectors (``pretrain(..., fit_detectors=True)``), a :class:`~anomaly_ssl.scoring.SequenceScorer`
+    #: the fitted detectors (``pretrain(..., fit_detectors=True)``),
+    #: a :class:`~anomaly_ssl.scoring.SequenceScorer`
     scorer: Any = None
 
 
@@ -397,6 +475,7 @@ def _build(
             unigram,
             info.device,
             info,
+            trim_fraction=cfg.train.trim_fraction,
         )
     trainer = Trainer(
         model,
@@ -482,11 +561,12 @@ def build_card(
             "resumed_from_step": result.resumed_from_step,
             "wall_time_s": round(wall_s, 3),
             "train_time_s": round(st.train_time_s, 3),
-            "tokens_per_s": round(st.tokens_per_s, 1),
+            "tokens_per_s": round(st.tokens_per_s * info.world_size, 1),  # all ranks together
             "trim_fraction": cfg.train.trim_fraction,
         },
         "validation": {
             "val_loss": final.get("val_loss"),
+            "val_loss_all": final.get("val_loss_all"),
             "val_masked_accuracy": final.get("val_acc"),
             "val_unigram_accuracy": final.get("val_unigram_acc"),
             "val_masked_positions": int(final.get("val_masked_positions", 0)),

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +32,7 @@ from torch import nn
 from .config import TrainConfig
 from .device import autocast_dtype
 from .distributed import DistInfo, all_reduce_sum, barrier
-from .errors import DataError, RunDirError
+from .errors import DataError, ModelError, RunDirError
 from .io import atomic_path
 from .logs import progress
 
@@ -54,7 +54,8 @@ class BatchSource(Protocol):
         ...
 
 
-#: ``loss_fn(model, batch, progress) -> scalar loss``; ``progress`` = step / total_steps in [0, 1]
+#: ``loss_fn(model, batch, progress) -> scalar loss``; ``progress`` = step / total_steps in [0, 1].
+#: A loss function with ``state_dict()`` / ``load_state_dict()`` has that state checkpointed too.
 LossFn = Callable[[nn.Module, Any, float], torch.Tensor]
 #: ``eval_fn(model) -> {"val_loss": ..., ...}`` (model in eval mode, gradients off)
 EvalFn = Callable[[nn.Module], dict[str, float]]
@@ -268,7 +269,8 @@ class Trainer:
         t_start = time.perf_counter() - st.elapsed_s
         quiet = {} if self.dist.is_main else {"disable": True}
         bar = progress(total=self.total_steps, initial=st.step, desc="train", unit="step", **quiet)
-        loss_sum, loss_n, tokens_window, time_window = 0.0, 0, 0, 0.0
+        # the loss stays a device tensor between log steps: no host sync per step on a GPU
+        loss_sum, loss_n, tokens_window, time_window = torch.zeros((), device=self.device), 0, 0, 0.0
         try:
             while not self._finished():
                 nb = self.source.num_batches(st.epoch)
@@ -289,10 +291,11 @@ class Trainer:
                 logs: dict[str, float] = {}
                 if st.step % cfg.log_every == 0 or self._finished():
                     tps = self._global_rate(tokens_window, time_window)
-                    st.last_train_loss = loss_sum / max(loss_n, 1)
+                    st.last_train_loss = float(loss_sum) / max(loss_n, 1)
+                    self._check_finite(st.last_train_loss)
                     logs = {"train_loss": st.last_train_loss, "tokens_per_s": tps}
                     bar.set_postfix(loss=f"{st.last_train_loss:.4f}", tok_s=f"{tps:,.0f}")
-                    loss_sum, loss_n, tokens_window, time_window = 0.0, 0, 0, 0.0
+                    loss_sum, loss_n, tokens_window, time_window = loss_sum.zero_(), 0, 0, 0.0
                 bar.update(1)
                 due = (cfg.eval_every is not None and st.step % cfg.eval_every == 0) or (
                     cfg.eval_every is None and epoch_done
@@ -315,7 +318,14 @@ class Trainer:
         st = self.state
         return st.stopped_early or st.step >= self.total_steps or st.epoch >= self.cfg.max_epochs
 
-    def _step(self, wrapped: nn.Module, epoch: int, group: range) -> tuple[float, int]:
+    def _check_finite(self, loss: float) -> None:
+        if not math.isfinite(loss) and self.amp_dtype != torch.float16:  # fp16: the scaler skips such steps
+            raise ModelError(
+                f"training diverged: the loss is {loss} at step {self.state.step}; "
+                f"lower train.lr (now {self.cfg.lr}) or raise train.warmup_ratio"
+            )
+
+    def _step(self, wrapped: nn.Module, epoch: int, group: range) -> tuple[torch.Tensor, int]:
         """One optimiser step over the micro-batches ``group``; returns (mean loss, tokens)."""
         lr = lr_at(self.state.step, self.cfg.lr, self.warmup_steps, self.total_steps, self.cfg.min_lr_ratio)
         for g in self.optimizer.param_groups:
@@ -337,11 +347,11 @@ class Trainer:
             total_loss += loss.detach()
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(total_loss), tokens
+        return total_loss, tokens
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -447,14 +457,33 @@ class Trainer:
             "state": dataclasses.asdict(self.state),
             "best_model": self.best_weights,
             "rng": _rng_state(self.device),
+            "objective": self._objective_states(),
         }
+
+    def _objective_states(self) -> list[Any] | None:
+        """The loss function's own state (e.g. a loss history), one entry per rank.
+
+        Collective under DDP: every rank must call it (all ranks checkpoint together).
+        """
+        get = getattr(self.loss_fn, "state_dict", None)
+        if get is None:
+            return None
+        state = get()
+        if not self.dist.enabled:
+            return [state]
+        gathered: list[Any] = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(gathered, state)
+        return gathered
 
     def _checkpoint(self) -> None:
         path = self.checkpoint_path
-        if path is None or not self.dist.is_main:
+        if path is None:
+            return
+        ckpt = self.state_dict()  # on every rank: the objective states are gathered
+        if not self.dist.is_main:
             return
         with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+            torch.save(ckpt, tmp)
         for cb in self.callbacks:
             cb.on_checkpoint(self, self.state, path)
 
@@ -482,6 +511,16 @@ class Trainer:
         fields = {f.name for f in dataclasses.fields(TrainState)}
         self.state = TrainState(**{k: v for k, v in ckpt["state"].items() if k in fields})
         _set_rng_state(ckpt["rng"], self.device)
+        objective = ckpt.get("objective")
+        if objective and hasattr(self.loss_fn, "load_state_dict"):
+            if len(objective) != self.dist.world_size:
+                log.warning(
+                    "checkpoint made by %d process(es), resuming with %d: the loss history "
+                    "of rank 0 is used everywhere",
+                    len(objective),
+                    self.dist.world_size,
+                )
+            self.loss_fn.load_state_dict(objective[self.dist.rank % len(objective)])
         log.info("resumed from %s at step %d (epoch %d)", path, self.state.step, self.state.epoch)
         return self.state.step
 
@@ -507,8 +546,3 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
 
-
-def iter_batches(source: BatchSource, epoch: int) -> Iterator[Any]:
-    """All batches of one epoch, in order (for evaluation code and tests)."""
-    for i in range(source.num_batches(epoch)):
-        yield source.get(epoch, i)

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -140,6 +141,32 @@ def full_run(data: Path, config: str, sets: list[str], label: str) -> None:
     print("  val loss per evaluation: " + ", ".join(f"{h['step']}:{h['val_loss']:.3f}" for h in hist))
 
 
+def ddp_run(data: Path, config: str, sets: list[str], nproc: int) -> None:
+    """Pretrain with ``torchrun --nproc_per_node nproc`` (gloo, one thread per process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        cmd += ["-m", "anomaly_ssl", "pretrain", "--config", config, "--data", str(data), "--run-dir", tmp]
+        for s in [*sets, "device=cpu", "train.cpu_threads=1"]:
+            cmd += ["--set", s]
+        env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ANOMALY_SSL_NO_PROGRESS": "1"}
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, capture_output=True)
+        wall = time.perf_counter() - t0
+        card = json.loads((Path(tmp) / "model_card.json").read_text())
+    t, v = card["training"], card["validation"]
+    print(f"\n== HDFS with DDP: {nproc} CPU processes (gloo)")
+    print("  " + " ".join(shlex.quote(c) for c in cmd[1:]).replace(tmp, "RUN"))
+    print(
+        f"  wall time (process start to exit): {wall:.1f} s; training loop {t['train_time_s']:.1f} s; "
+        f"tokens/s (all ranks) {t['tokens_per_s']:,.0f}"
+    )
+    print(
+        f"  steps {t['steps']} ({t['epochs']} epochs), best step {t['best_step']}; "
+        f"val loss {v['val_loss']:.4f}, "
+        f"val masked accuracy {v['val_masked_accuracy']:.4f} vs unigram {v['val_unigram_accuracy']:.4f}"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=HDFS, help="HDFS train file (block_id,ids)")
@@ -149,6 +176,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=40, help="timed training steps per throughput run")
     ap.add_argument("--skip-full", action="store_true", help="skip the full HDFS pretraining run")
     ap.add_argument("--skip-throughput", action="store_true", help="skip the throughput/utilisation part")
+    ap.add_argument("--ddp", type=int, default=0, help="also pretrain HDFS with torchrun on N CPU processes")
     ap.add_argument("--shop", action="store_true", help="also pretrain on simulated shop data")
     ap.add_argument("--shop-sessions", type=int, default=2000)
     args = ap.parse_args()
@@ -182,6 +210,8 @@ def main() -> int:
         measure_throughput(cfg, encoded, vocab, args.steps)
     if not args.skip_full:
         full_run(args.data, args.config, sets, "HDFS")
+    if args.ddp:
+        ddp_run(args.data, args.config, args.sets, args.ddp)
     if args.shop:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "anomaly_ssl", "-q", "simulate", "--out", tmp]

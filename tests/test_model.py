@@ -6,6 +6,8 @@ model-side tests import (``from test_model import grammar_sequences``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -124,7 +126,8 @@ def test_invalid_config_raises_config_error(kw, match):
     ("sizes", "kw", "match"),
     [
         ({"device": 8}, {}, "must include 'event'"),
-        ({"event": 5}, {}, "leaves no real tokens"),
+        ({"event": 5}, {}, "leaves no real event"),
+        ({"event": 9, "device": 3}, {}, "'device' has vocabulary size 3"),
         (FIELD_SIZES, {"predict_fields": ["price"]}, "not input fields"),
     ],
 )
@@ -230,8 +233,9 @@ def test_padding_invariance(pooling, fused):
 
 
 def test_fused_and_reference_attention_agree():
-    fused = EventTransformer(tiny_cfg(n_layers=2, n_heads=2), FIELD_SIZES, 16, seed=4).eval()
-    ref = EventTransformer(tiny_cfg(n_layers=2, n_heads=2, fused_attention=False), FIELD_SIZES, 16, seed=4).eval()
+    cfg = tiny_cfg(n_layers=2, n_heads=2)
+    fused = EventTransformer(cfg, FIELD_SIZES, 16, seed=4).eval()
+    ref = EventTransformer(replace(cfg, fused_attention=False), FIELD_SIZES, 16, seed=4).eval()
     inputs, mask = random_batch(B=4, L=12, seed=5, pad_from=[4, 12, 8])
     with torch.no_grad():
         a, b = fused.encode(inputs, mask), ref.encode(inputs, mask)

@@ -17,9 +17,18 @@ from anomaly_ssl.config_loader import load_config
 from anomaly_ssl.embed import embed_sequences
 from anomaly_ssl.errors import RunDirError
 from anomaly_ssl.masking import MaskedBatch
-from anomaly_ssl.pretrain import load_model, masked_event_loss, pretrain, pretrain_encoded, split_sequences
+from anomaly_ssl.model import EventTransformer
+from anomaly_ssl.pretrain import (
+    MaskedEvaluator,
+    load_model,
+    masked_event_loss,
+    pretrain,
+    pretrain_encoded,
+    split_sequences,
+)
 from anomaly_ssl.run import RunDir
 from anomaly_ssl.trainer import Callback
+from anomaly_ssl.windows import make_windows
 
 
 def small_cfg(**train) -> Config:
@@ -86,17 +95,35 @@ class FixedLossModel(torch.nn.Module):
         return None, self.losses
 
 
-def test_trimmed_loss_ignores_the_highest_loss_sequences():
-    labels = torch.full((4, 5), -100)
-    labels[:, 1] = 7
-    labels[0, 2] = 7  # sequence 0 has two masked positions
-    batch = MaskedBatch({}, torch.ones(4, 5, dtype=torch.bool), {"event": labels})
-    model = FixedLossModel([1.0, 2.0, 9.0, 3.0])
-    plain = masked_event_loss(0.0)(model, batch, 1.0)
+def fixed_batch(n_masked: list[int]) -> MaskedBatch:
+    labels = torch.full((len(n_masked), 6), -100)
+    for i, n in enumerate(n_masked):
+        labels[i, 1 : 1 + n] = 7
+    return MaskedBatch({}, torch.ones(len(n_masked), 6, dtype=torch.bool), {"event": labels})
+
+
+def test_objective_is_the_token_weighted_masked_loss():
+    batch = fixed_batch([2, 1, 1, 1])
+    plain = masked_event_loss(0.0)(FixedLossModel([1.0, 2.0, 9.0, 3.0]), batch, 1.0)
     assert plain.item() == pytest.approx((2 * 1 + 2 + 9 + 3) / 5)
-    trimmed = masked_event_loss(0.25, trim_start=0.5)
-    assert trimmed(model, batch, 0.4).item() == pytest.approx(plain.item())  # not yet
-    assert trimmed(model, batch, 0.6).item() == pytest.approx((2 * 1 + 2 + 3) / 4)  # 9.0 dropped
+
+
+def test_trimmed_loss_drops_a_cluster_of_high_loss_windows():
+    objective = masked_event_loss(0.25, trim_start=0.5, history=64, min_history=32)
+    for _ in range(8):  # normal batches
+        objective(FixedLossModel([1.0] * 8), fixed_batch([1] * 8), 0.1)
+    # a batch where 3 of 8 windows (a ring of near-identical anomalies, same length) have high
+    # loss: more than the 25% a per-batch top-k would drop (2), yet all of them are ignored
+    losses = [1.0, 6.0, 1.0, 6.1, 1.0, 5.9, 1.0, 1.0]
+    batch = fixed_batch([1] * 8)
+    before = masked_event_loss(0.25, trim_start=0.5, history=64, min_history=32)
+    before.load_state_dict(objective.state_dict())
+    assert before(FixedLossModel(losses), batch, 0.4).item() == pytest.approx(np.mean(losses))  # not yet
+    assert objective(FixedLossModel(losses), batch, 0.6).item() == pytest.approx(1.0)
+    # no trimming at all when switched off
+    assert masked_event_loss(0.0)(FixedLossModel(losses), batch, 0.9).item() == pytest.approx(np.mean(losses))
+    state = objective.state_dict()
+    assert state["seen"] == 72 and state["losses"].shape == (64,)
 
 
 def test_split_is_by_sequence_and_seeded():
@@ -204,3 +231,20 @@ def test_saved_model_reloads_with_identical_embeddings(tmp_path):
 def test_load_model_on_a_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(RunDirError, match="does not exist"):
         load_model(tmp_path / "nope")
+
+
+def test_evaluator_scores_every_position_once_and_trims_like_training():
+    enc = grammar_sequences(n=30, seed=6)
+    windows = make_windows(enc.lengths, WindowConfig(max_len=16), add_eos=True)
+    model = EventTransformer(ModelConfig(size="tiny"), GrammarVocab(enc).sizes(), 16).eval()
+    plain = MaskedEvaluator(enc, windows, np.arange(len(windows)), 0.15, 64, 5, torch.device("cpu"))
+    m = plain(model)
+    assert plain.passes == 7
+    assert m["val_masked_positions"] == int(windows.n_events.sum() + windows.has_eos.sum())
+    assert m["val_loss"] == pytest.approx(m["val_loss_all"])
+    trimmed = MaskedEvaluator(
+        enc, windows, np.arange(len(windows)), 0.15, 64, 5, torch.device("cpu"), trim_fraction=0.3
+    )
+    t = trimmed(model)
+    assert t["val_loss"] < t["val_loss_all"] == pytest.approx(m["val_loss_all"])
+    assert t["val_acc"] == m["val_acc"] and 0 <= t["val_unigram_acc"] <= 1

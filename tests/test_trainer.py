@@ -12,7 +12,7 @@ from test_model import _one_thread  # noqa: F401
 from torch import nn
 
 from anomaly_ssl.config import TrainConfig
-from anomaly_ssl.errors import DataError
+from anomaly_ssl.errors import DataError, ModelError
 from anomaly_ssl.trainer import METRIC_COLUMNS, Callback, StopTraining, Trainer, lr_at, param_groups
 
 
@@ -217,3 +217,11 @@ def test_checkpoint_is_weights_only_loadable(tmp_path):
 def test_empty_source_is_a_data_error():
     with pytest.raises(DataError, match="training set is empty"):
         Trainer(Toy(), cfg(), ToySource(n_batches=0), mse)
+
+
+def test_a_diverged_loss_is_a_clear_error():
+    def nan_loss(model, batch, progress):
+        return mse(model, batch, progress) * float("nan")
+
+    with pytest.raises(ModelError, match=r"training diverged.*lower train\.lr"):
+        Trainer(Toy(), cfg(), ToySource(), nan_loss).fit()

@@ -17,10 +17,12 @@ log = logging.getLogger(__name__)
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Training data file.")
 @click.option(
     "--run",
+    "--run-dir",
     "run_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run directory to create (config, vocabulary, weights, metrics, checkpoint, model card).",
+    help="Run directory to create (config, vocabulary, weights, metrics, checkpoint, model card); "
+    "under torchrun spell it --run-dir (torchrun would take --run for its own --run-path).",
 )
 @click.option("--resume", is_flag=True, help="Continue from RUN/checkpoints/last.pt (reuses RUN's config).")
 @config_options
@@ -35,7 +37,7 @@ def pretrain(
       anomaly-ssl --config shop pretrain --data shop/events.parquet --run runs/shop
       anomaly-ssl --config hdfs pretrain --data ../shared/data/hdfs/hdfs_train --run runs/hdfs
       anomaly-ssl pretrain --data shop/events.parquet --run runs/shop --resume
-      torchrun --nproc_per_node 2 -m anomaly_ssl --config shop pretrain --data ... --run ...
+      torchrun --nproc_per_node 2 -m anomaly_ssl pretrain --config shop --data D --run-dir R
     """
     from ..distributed import cleanup
     from ..pretrain import pretrain as run_pretrain
