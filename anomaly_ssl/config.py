@@ -152,6 +152,9 @@ class ModelConfig:
     predict_fields: list[str] = field(default_factory=list)
     #: append an end-of-sequence token, so a sequence that stops too early is surprising
     add_eos: bool = True
+    #: masked "end slots" appended after EOS (a random 0..N in training, N when scoring), so the
+    #: padding mask does not give away where a sequence ends and an early end stays surprising
+    eos_slots: int = 3
     #: use torch's fused scaled_dot_product_attention (False = reference maths, for benchmarks)
     fused_attention: bool = True
     #: rotary position encoding in attention (besides the learned position embedding): relative
@@ -184,6 +187,10 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.eos_slots <= 16:
+            raise ConfigError(f"model.eos_slots must be in [0, 16], got {self.eos_slots}")
+        if self.eos_slots and not self.add_eos:
+            raise ConfigError("model.eos_slots needs model.add_eos=true (or set model.eos_slots=0)")
         if self.rotary and (d // heads) % 2:
             raise ConfigError(
                 f"model.rotary needs an even head size, but d_model / n_heads = {d} / {heads} = "
@@ -347,7 +354,7 @@ class DetectConfig:
     normalize_clip: float | None = 10.0
     #: masked-event surprise: passes over each sequence (each position masked once)
     surprise_passes: int = 5
-    surprise_aggregate: Literal["mean", "max", "topk"] = "topk"
+    surprise_aggregate: Literal["mean", "max", "topk"] = "max"
     surprise_topk: int = 3
     #: expected share of anomalies; sets the threshold on training scores
     contamination: float = 0.03

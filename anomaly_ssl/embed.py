@@ -22,7 +22,7 @@ import torch
 from .config import WindowConfig
 from .data.encoded import EVENT_FIELD, EncodedSequences
 from .errors import ConfigError
-from .masking import hide_positions, maskable
+from .masking import add_end_slots, hide_positions, maskable
 from .model import EventTransformer
 from .windows import Windows, assemble, bucket_batches, make_windows
 
@@ -62,10 +62,11 @@ class SurpriseResult:
 
 
 def _prepare(model: EventTransformer, encoded: EncodedSequences, window_cfg: WindowConfig) -> Windows:
-    if window_cfg.max_len > model.max_len:
+    slots = model.cfg.eos_slots if model.cfg.add_eos else 0
+    if window_cfg.max_len + slots > model.max_len:
         raise ConfigError(
-            f"window.max_len={window_cfg.max_len} exceeds the model's max_len {model.max_len}; "
-            f"use window.max_len <= {model.max_len}"
+            f"window.max_len={window_cfg.max_len} (+{slots} end slots) exceeds the model's max_len "
+            f"{model.max_len}; use window.max_len <= {model.max_len - slots}"
         )
     missing = [f for f in model.field_sizes if f not in encoded.fields]
     if missing:
@@ -175,6 +176,10 @@ def event_surprise(
         with torch.inference_mode():
             for idx in bucket_batches(windows.lengths, per_batch):
                 inputs, mask = _inputs(encoded, windows, idx, model, dev)
+                # masked end slots after EOS, as in training: the model must judge from the
+                # events, not from the padding, whether the sequence may end here
+                slots_n = torch.full((len(idx),), model.cfg.eos_slots, device=dev)
+                inputs, mask, slots = add_end_slots(inputs, mask, slots_n)
                 B, L = mask.shape
                 # every pass of the batch in one forward: rows j*B .. (j+1)*B-1 are pass j
                 big = {k: v.repeat(passes, 1) for k, v in inputs.items()}  # (P*B, L)
@@ -183,6 +188,7 @@ def event_surprise(
                 col = torch.arange(L, device=dev).unsqueeze(0)  # (1, L)
                 # row r masks the positions of pass r // B (as pass_positions does per pass)
                 pos = maskable(big[EVENT_FIELD], big_mask) & (col % passes == which[:, None])  # (P*B, L)
+                pos &= ~slots.repeat(passes, 1)  # the slots themselves are never scored
                 target = big[EVENT_FIELD][pos]  # (N,)
                 h = model.encode(hide_positions(big, pos), big_mask)  # (P*B, L, d)
                 logp = torch.log_softmax(model.field_logits(h[pos]).float(), dim=-1)  # (N, V)

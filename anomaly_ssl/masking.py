@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import MaskingConfig
-from .data.encoded import CLS_ID, EVENT_FIELD, MASK_ID, N_SPECIAL, PAD_ID, UNK_ID
+from .data.encoded import CLS_ID, EOS_ID, EVENT_FIELD, MASK_ID, N_SPECIAL, PAD_ID, UNK_ID
 from .model import IGNORE_INDEX
 
 
@@ -73,6 +73,50 @@ def choose_positions(
         forced = torch.zeros_like(chosen).scatter_(1, idx, low <= 1.0)  # (B, L)
         chosen |= forced
     return chosen
+
+
+def add_end_slots(
+    inputs: dict[str, torch.Tensor],
+    attention_mask: torch.Tensor,
+    counts: torch.Tensor,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Append ``counts[b]`` masked slots after the EOS of each row that has one.
+
+    Without them, the last attended position of a window is always its EOS, so the
+    model would "predict" a masked EOS from the padding mask alone and a sequence
+    that stops too early could never surprise it.  With a random number of masked
+    slots after EOS in training (and a fixed number when scoring) the model has to
+    judge from the events whether the sequence ends at a position.
+
+    Parameters
+    ----------
+    inputs : dict of str to LongTensor, shape (B, L)
+    attention_mask : BoolTensor, shape (B, L)
+    counts : LongTensor, shape (B,)
+        Slots per row (ignored for rows without EOS).
+
+    Returns
+    -------
+    inputs, attention_mask : widened to (B, L + max(counts)) with MASK in every field at the slots
+    slots : BoolTensor, shape (B, L + max(counts))
+        True at the added slots (they carry no label).
+    """
+    events = inputs[EVENT_FIELD]
+    B, L = events.shape
+    has_eos = (events == EOS_ID).any(dim=1)  # (B,)
+    counts = torch.where(has_eos, counts.to(events.device), torch.zeros_like(counts, device=events.device))
+    extra = int(counts.max()) if B else 0
+    if extra == 0:
+        return inputs, attention_mask, torch.zeros_like(attention_mask)
+    lengths = attention_mask.sum(dim=1)  # (B,) real tokens, EOS last
+    col = torch.arange(L + extra, device=events.device).unsqueeze(0)  # (1, L + extra)
+    slots = (col >= lengths[:, None]) & (col < (lengths + counts)[:, None])  # (B, L + extra)
+    widened = {}
+    for name, ids in inputs.items():
+        wide = torch.nn.functional.pad(ids, (0, extra), value=PAD_ID)  # (B, L + extra)
+        widened[name] = wide.masked_fill(slots, MASK_ID)
+    mask = torch.nn.functional.pad(attention_mask, (0, extra), value=False) | slots
+    return widened, mask, slots
 
 
 def hide_positions(inputs: dict[str, torch.Tensor], positions: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -165,13 +209,22 @@ class MaskingCollator:
         Attribute fields that also get labels.
     seed : int
         Base seed; the mask of a batch depends only on ``(seed, *key)``.
+    end_slots : int
+        Up to this many masked slots after EOS per window (uniform 0..end_slots), see
+        :func:`add_end_slots`.
     """
 
     def __init__(
-        self, cfg: MaskingConfig, event_vocab_size: int, predict_fields: Sequence[str] = (), seed: int = 0
+        self,
+        cfg: MaskingConfig,
+        event_vocab_size: int,
+        predict_fields: Sequence[str] = (),
+        seed: int = 0,
+        end_slots: int = 0,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
+        self.end_slots = int(end_slots)
         self.event_vocab_size = int(event_vocab_size)
         self.predict_fields = list(predict_fields)
         self.seed = int(seed)
@@ -187,6 +240,11 @@ class MaskingCollator:
         masked, labels = apply_masking(
             inputs, chosen, self.cfg, self.event_vocab_size, gen, self.predict_fields
         )
+        if self.end_slots:
+            counts = torch.randint(0, self.end_slots + 1, (attention_mask.shape[0],), generator=gen)
+            masked, attention_mask, slots = add_end_slots(masked, attention_mask, counts)
+            extra = slots.shape[1] - next(iter(labels.values())).shape[1]
+            labels = {k: torch.nn.functional.pad(v, (0, extra), value=IGNORE_INDEX) for k, v in labels.items()}
         return MaskedBatch(masked, attention_mask, labels)
 
 
@@ -205,6 +263,7 @@ def pass_positions(
 
 __all__ = [
     "MaskedBatch",
+    "add_end_slots",
     "MaskingCollator",
     "apply_masking",
     "choose_positions",

@@ -33,7 +33,7 @@ from .data.encoded import EVENT_FIELD, N_SPECIAL, UNK_ID, EncodedSequences
 from .distributed import DistInfo, all_reduce_sum, barrier, cpu_threads, init_distributed, shard
 from .errors import DataError, RunDirError
 from .io import atomic_path, atomic_write_text, read_json, write_json
-from .masking import MaskedBatch, MaskingCollator, hide_positions, maskable
+from .masking import MaskedBatch, MaskingCollator, add_end_slots, hide_positions, maskable
 from .model import IGNORE_INDEX, EventTransformer
 from .run import RunDir
 from .trainer import Callback, Trainer, TrainResult
@@ -188,11 +188,13 @@ class MaskedEvaluator:
         device: torch.device,
         dist_info: DistInfo | None = None,
         trim_fraction: float = 0.0,
+        end_slots: int = 0,
     ) -> None:
         self.encoded = encoded
         self.windows = windows
         self.device = device
         self.trim_fraction = float(trim_fraction)
+        self.end_slots = int(end_slots)
         self.dist = dist_info or DistInfo()
         self.passes = max(1, round(1.0 / mask_prob))
         window_index = np.asarray(window_index, dtype=np.int64)
@@ -202,11 +204,14 @@ class MaskedEvaluator:
 
     def _masked(self, idx: np.ndarray, fields: list[str]) -> MaskedBatch:
         inputs, mask = assemble(self.encoded, self.windows, idx)
+        # the end slots of scoring (a fixed number after each EOS), never predicted themselves
+        inputs, mask, slots = add_end_slots(inputs, mask, torch.full((len(idx),), self.end_slots))
         B, L = mask.shape
         big = {k: v.repeat(self.passes, 1) for k, v in inputs.items()}  # (P*B, L): row r is pass r // B
         big_mask = mask.repeat(self.passes, 1)  # (P*B, L)
         which = torch.arange(self.passes).repeat_interleave(B)[:, None]  # (P*B, 1)
         pos = maskable(big[EVENT_FIELD], big_mask) & (torch.arange(L)[None, :] % self.passes == which)
+        pos &= ~slots.repeat(self.passes, 1)
         labels = {}
         for f in fields:
             orig = big[f]
@@ -460,8 +465,10 @@ def _build(
 ) -> tuple[EventTransformer, MaskedEvaluator | None, Trainer]:
     """The model, the validation function and the trainer of one pretraining run."""
     sizes = vocab.sizes()
-    model = EventTransformer(cfg.model, sizes, cfg.window.max_len, seed=cfg.seed)
-    collator = MaskingCollator(cfg.masking, sizes[EVENT_FIELD], cfg.model.predict_fields, seed=cfg.seed)
+    model = EventTransformer(cfg.model, sizes, cfg.window.max_len + cfg.model.eos_slots, seed=cfg.seed)
+    collator = MaskingCollator(
+        cfg.masking, sizes[EVENT_FIELD], cfg.model.predict_fields, seed=cfg.seed, end_slots=cfg.model.eos_slots
+    )
     source = MaskedWindowSource(encoded, windows, train_w, collator, cfg.train.batch_size, cfg.seed, info)
     unigram = int(np.argmax(np.asarray(vocab.event_token_counts())))
     evaluator = None
@@ -476,6 +483,7 @@ def _build(
             info.device,
             info,
             trim_fraction=cfg.train.trim_fraction,
+            end_slots=cfg.model.eos_slots,
         )
     trainer = Trainer(
         model,

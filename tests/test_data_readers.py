@@ -295,3 +295,21 @@ def test_validate_rejects_a_broken_table():
 def test_shared_file_paths_are_accepted_as_str(tmp_events):
     path: Path = tmp_events(EVENTS)
     assert load_sequences(str(path), cfg()).report.path == str(path)
+
+
+def test_csv_rows_with_spaces_in_fields_are_not_taken_for_hdfs_lines(tmp_path):
+    """A header-less CSV whose fields hold spaces (timestamps) is not ``id,tok tok`` lines."""
+    from anomaly_ssl.config import DataConfig
+    from anomaly_ssl.data.sniff import _HDFS_LINE
+
+    assert _HDFS_LINE.match("blk_1,5 5 22 11 9")
+    assert not _HDFS_LINE.match("blk_1,0,38,2008-11-09 20:35:30,2008-11-10 10:37:39,5 5 22")
+    path = tmp_path / "blocks.csv"
+    path.write_text(
+        "block_id,label,n_events,first_ts,event_ids\n"
+        "blk_1,0,3,2008-11-09 20:35:30,5 5 22\n"
+        "blk_2,1,2,2008-11-09 20:35:31,5 22\n"
+    )
+    loaded = load_sequences(path, DataConfig(format="auto", id_col="block_id", tokens_col="event_ids"))
+    assert loaded.table["sequence_id"].to_list() == ["blk_1", "blk_2"]
+    assert loaded.table["event"].to_list() == [["5", "5", "22"], ["5", "22"]]

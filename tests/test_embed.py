@@ -11,6 +11,7 @@ from anomaly_ssl.config import Config, ModelConfig, WindowConfig
 from anomaly_ssl.data.encoded import MASK_ID, N_SPECIAL, EncodedSequences
 from anomaly_ssl.embed import aggregate_surprise, embed_sequences, event_surprise
 from anomaly_ssl.errors import ConfigError
+from anomaly_ssl.masking import add_end_slots
 from anomaly_ssl.model import EventTransformer
 from anomaly_ssl.pretrain import pretrain_encoded
 from anomaly_ssl.windows import assemble, make_windows
@@ -68,14 +69,17 @@ def test_surprise_matches_a_per_pass_reference(trained):
     res = event_surprise(trained, enc, wcfg, passes=3, batch_size=4)
     assert res.per_event.shape == (int(enc.offsets[-1]),) and res.per_event.dtype == np.float32
     assert np.isfinite(res.per_event).all() and np.isfinite(res.eos_nll).all()
-    # reference: mask positions p % 3 == j of each window (all fields), read the true event's NLL
+    # reference: mask positions p % 3 == j of each window (all fields), read the true event's NLL;
+    # as in training, masked end slots follow each EOS and are never scored themselves
     w = make_windows(enc.lengths, wcfg)
     inputs, mask = assemble(enc, w, np.arange(len(w)))
+    inputs, mask, slots = add_end_slots(inputs, mask, torch.full((len(w),), trained.cfg.eos_slots))
+    assert trained.cfg.eos_slots > 0 and slots.any()
     with torch.no_grad():
         for j in range(3):
             pos = torch.zeros_like(mask)
             pos[:, j::3] = True
-            pos &= mask
+            pos &= mask & ~slots
             pos[:, 0] = False
             hidden = {k: v.masked_fill(pos, MASK_ID) for k, v in inputs.items()}
             logp = torch.log_softmax(trained.field_logits(trained.encode(hidden, mask)), -1)
@@ -115,7 +119,7 @@ def test_truncate_mode_leaves_uncovered_events_nan(trained):
 
 def test_window_longer_than_the_model_is_an_error(trained):
     enc = grammar_sequences(n=2)
-    with pytest.raises(ConfigError, match="exceeds the model's max_len 24"):
+    with pytest.raises(ConfigError, match=r"exceeds the model.s max_len .*use window.max_len <= 24"):
         embed_sequences(trained, enc, WindowConfig(max_len=64))
 
 
@@ -135,4 +139,5 @@ def test_untrained_field_mismatch_is_an_error():
     model = EventTransformer(ModelConfig(size="tiny"), FIELD_SIZES, 16)
     enc = grammar_sequences(n=2, attrs=False)
     with pytest.raises(ConfigError, match="lacks field"):
-        event_surprise(model, enc, WindowConfig(max_len=16))
+        event_surprise(model, enc, WindowConfig(max_len=13))
+

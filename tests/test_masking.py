@@ -130,3 +130,43 @@ def test_pass_positions_cover_every_maskable_position_once():
 def test_invalid_probabilities(kw, match):
     with pytest.raises(ConfigError, match=match):
         MaskingCollator(MaskingConfig(**kw), V_EVENT)
+
+
+def test_end_slots_follow_eos_and_hide_the_length():
+    from anomaly_ssl.data.encoded import EOS_ID
+    from anomaly_ssl.masking import add_end_slots
+
+    # row 0: CLS a b EOS ; row 1: CLS a b c d EOS ; row 2: a cut window without EOS
+    ev = torch.tensor([[3, 5, 6, 4, 0, 0], [3, 5, 6, 7, 8, 4], [3, 5, 6, 7, 0, 0]])
+    attr = ev.clone()
+    mask = ev != 0
+    inputs, wide_mask, slots = add_end_slots({"event": ev, "attr": attr}, mask, torch.tensor([2, 1, 3]))
+    assert inputs["event"].shape == (3, 8) and wide_mask.shape == (3, 8)
+    # the slots sit right after each EOS, are attended and hold MASK in every field
+    assert slots[0].nonzero().flatten().tolist() == [4, 5]
+    assert slots[1].nonzero().flatten().tolist() == [6]
+    assert not slots[2].any()  # no EOS, no slots
+    for name in ("event", "attr"):
+        assert (inputs[name][slots] == MASK_ID).all()
+    assert (wide_mask == (mask_pad(mask, 8) | slots)).all()
+    # everything before the slots is unchanged
+    assert (inputs["event"][:, :6][mask] == ev[mask]).all()
+    assert (inputs["event"] == EOS_ID).sum() == 2
+
+
+def mask_pad(mask: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(mask, (0, width - mask.shape[1]), value=False)
+
+
+def test_collator_end_slots_carry_no_labels_and_vary_in_number():
+    from anomaly_ssl.config import MaskingConfig
+    from anomaly_ssl.masking import MaskingCollator
+
+    ev = torch.tensor([[3, 5, 6, 7, 4]] * 64)
+    mask = torch.ones_like(ev, dtype=torch.bool)
+    collator = MaskingCollator(MaskingConfig(), event_vocab_size=9, seed=0, end_slots=3)
+    batch = collator({"event": ev}, mask, key=(0, 0))
+    extra = batch.attention_mask.sum(1) - 5  # slots per row
+    assert set(extra.tolist()) == {0, 1, 2, 3}
+    assert (batch.labels["event"][:, 5:] == -100).all()
+    assert batch.labels["event"].shape == batch.inputs["event"].shape

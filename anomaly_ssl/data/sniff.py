@@ -26,8 +26,8 @@ PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".tab", ".txt", ".dat", ".log"})
 JSON_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
 DELIMITER_CANDIDATES = (",", "\t", ";", "|")
-#: an HDFS-style line: ``id,tok tok tok``
-_HDFS_LINE = re.compile(r"^[^,\s]+,\s*\S+(\s+\S+)*\s*$")
+#: an HDFS-style line: ``id,tok tok tok`` (exactly one comma: a CSV row with spaces in a field is not one)
+_HDFS_LINE = re.compile(r"^[^,\s]+,\s*[^,\s]+(\s+[^,\s]+)*\s*$")
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
