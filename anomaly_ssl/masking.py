@@ -244,7 +244,9 @@ class MaskingCollator:
             counts = torch.randint(0, self.end_slots + 1, (attention_mask.shape[0],), generator=gen)
             masked, attention_mask, slots = add_end_slots(masked, attention_mask, counts)
             extra = slots.shape[1] - next(iter(labels.values())).shape[1]
-            labels = {k: torch.nn.functional.pad(v, (0, extra), value=IGNORE_INDEX) for k, v in labels.items()}
+            labels = {
+                k: torch.nn.functional.pad(v, (0, extra), value=IGNORE_INDEX) for k, v in labels.items()
+            }
         return MaskedBatch(masked, attention_mask, labels)
 
 
@@ -263,8 +265,8 @@ def pass_positions(
 
 __all__ = [
     "MaskedBatch",
-    "add_end_slots",
     "MaskingCollator",
+    "add_end_slots",
     "apply_masking",
     "choose_positions",
     "derive_generator",

@@ -467,7 +467,11 @@ def _build(
     sizes = vocab.sizes()
     model = EventTransformer(cfg.model, sizes, cfg.window.max_len + cfg.model.eos_slots, seed=cfg.seed)
     collator = MaskingCollator(
-        cfg.masking, sizes[EVENT_FIELD], cfg.model.predict_fields, seed=cfg.seed, end_slots=cfg.model.eos_slots
+        cfg.masking,
+        sizes[EVENT_FIELD],
+        cfg.model.predict_fields,
+        seed=cfg.seed,
+        end_slots=cfg.model.eos_slots,
     )
     source = MaskedWindowSource(encoded, windows, train_w, collator, cfg.train.batch_size, cfg.seed, info)
     unigram = int(np.argmax(np.asarray(vocab.event_token_counts())))

@@ -273,13 +273,13 @@ def main(argv: list[str] | None = None) -> None:
             fill=tuple(args.fill) if args.fill else None,
             submit=args.submit,
         )
-        print(f"saved {args.out} (project {project}, task {task_id}) in {time.perf_counter() - t0:.1f} s")  # noqa: T201
+        print(f"saved {args.out} (project {project}, task {task_id}) in {time.perf_counter() - t0:.1f} s")
     finally:
         if started and not args.keep_server:
             server.stop()
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
-    print("command:", " ".join(sys.argv))  # noqa: T201
+    print("command:", " ".join(sys.argv))
 
 
 if __name__ == "__main__":

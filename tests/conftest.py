@@ -9,6 +9,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from ls_fixtures import label_studio_project, label_studio_server  # noqa: F401
+from run_fixtures import tiny_run, tiny_run_copy, tiny_shop  # noqa: F401
 
 #: ../shared/data relative to the repository root
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -57,5 +59,3 @@ def tmp_events(tmp_path: Path) -> Callable[..., Path]:
         return write_table(df, tmp_path / name, **kwargs)
 
     return write
-from ls_fixtures import label_studio_project, label_studio_server  # noqa: F401
-from run_fixtures import tiny_run, tiny_run_copy, tiny_shop  # noqa: F401

@@ -40,7 +40,13 @@ def test_tiny_inherits_shop_data_settings():
 def test_overrides_parse_yaml_values_and_apply_in_order():
     cfg = load_config(
         "tiny",
-        ["model.d_model=48", "model.n_heads=3", "train.max_steps=null", "data.categorical=[a, b]", "train.lr=5e-4"],
+        [
+            "model.d_model=48",
+            "model.n_heads=3",
+            "train.max_steps=null",
+            "data.categorical=[a, b]",
+            "train.lr=5e-4",
+        ],
     )
     assert cfg.model.resolved()[0] == 48
     assert cfg.train.max_steps is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -40,9 +39,23 @@ def test_score_file_writes_every_column_and_metadata(tiny_run, tmp_path):
     out = tmp_path / "scores.parquet"
     summary = score_file(loaded, tiny_run.events, out, save_latest=False)
     df = pl.read_parquet(out)
-    for col in ("sequence_id", "entity_id", "score", "is_anomaly", "threshold", "unsup_score", "head_proba",
-                "score_surprise", "score_knn", "contrib_surprise", "contrib_knn", "top_events", "events",
-                "neighbors", "model_version"):
+    for col in (
+        "sequence_id",
+        "entity_id",
+        "score",
+        "is_anomaly",
+        "threshold",
+        "unsup_score",
+        "head_proba",
+        "score_surprise",
+        "score_knn",
+        "contrib_surprise",
+        "contrib_knn",
+        "top_events",
+        "events",
+        "neighbors",
+        "model_version",
+    ):
         assert col in df.columns, col
     assert df.height == summary.n_sequences == pl.read_parquet(tiny_run.labels).height
     assert set(df["is_anomaly"].unique()) <= {0, 1}
@@ -109,7 +122,11 @@ def test_unseen_event_types_go_to_unk_and_score_high(tiny_run):
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("kmeans", "unknown detector 'kmeans'"), ("iforest@pixels", "unknown detector"), ("foo@counts", "ALGO@")],
+    [
+        ("kmeans", "unknown detector 'kmeans'"),
+        ("iforest@pixels", "unknown detector"),
+        ("foo@counts", "ALGO@"),
+    ],
 )
 def test_unknown_members_are_config_errors(name, message):
     with pytest.raises(ConfigError, match=message):
@@ -119,15 +136,36 @@ def test_unknown_members_are_config_errors(name, message):
 def test_cli_score_and_evaluate(tiny_run_copy, tmp_path):
     runner = CliRunner()
     out = tmp_path / "s.parquet"
-    result = runner.invoke(cli, ["-q", "score", "--run", str(tiny_run_copy.run), "--data",
-                                 str(tiny_run_copy.events), "--out", str(out)])
+    result = runner.invoke(
+        cli,
+        [
+            "-q",
+            "score",
+            "--run",
+            str(tiny_run_copy.run),
+            "--data",
+            str(tiny_run_copy.events),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["sequences"] == pl.read_parquet(out).height
     assert RunDir(tiny_run_copy.run).latest_scores_path.exists()
     emb = np.load(RunDir(tiny_run_copy.run).scores_dir / "latest_embeddings.npy")
     assert emb.shape[0] == pl.read_parquet(out).height
-    result = runner.invoke(cli, ["evaluate", "--scores", str(out), "--labels", str(tiny_run_copy.labels),
-                                 "--plots", str(tmp_path / "plots")])
+    result = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            "--scores",
+            str(out),
+            "--labels",
+            str(tiny_run_copy.labels),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     for key in ("precision", "recall", "f1", "fpr", "roc_auc", "pr_auc", "threshold", "threshold_source"):
@@ -145,8 +183,14 @@ def test_evaluate_files_matches_sklearn(tmp_path):
     y = (rng.random(300) < 0.1).astype(int)
     s = rng.normal(size=300) + 1.5 * y
     ids = [f"s{i}" for i in range(300)]
-    pl.DataFrame({"sequence_id": ids, "score": s, "is_anomaly": (s > 1.0).astype(np.int8),
-                  "threshold": np.full(300, 1.0)}).write_parquet(tmp_path / "s.parquet")
+    pl.DataFrame(
+        {
+            "sequence_id": ids,
+            "score": s,
+            "is_anomaly": (s > 1.0).astype(np.int8),
+            "threshold": np.full(300, 1.0),
+        }
+    ).write_parquet(tmp_path / "s.parquet")
     pl.DataFrame({"sequence_id": ids, "label": y}).write_csv(tmp_path / "l.csv")
     m = evaluate_files(tmp_path / "s.parquet", tmp_path / "l.csv")
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s))
@@ -159,8 +203,22 @@ def test_score_bad_data_is_one_line_error_and_leaves_no_file(tiny_run, tmp_path)
     bad.write_text("user_id,when,what\nu1,1,view\n")
     out = tmp_path / "never.parquet"
     proc = subprocess.run(
-        [sys.executable, "-m", "anomaly_ssl", "-q", "score", "--run", str(tiny_run.run), "--data", str(bad),
-         "--out", str(out)], capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "anomaly_ssl",
+            "-q",
+            "score",
+            "--run",
+            str(tiny_run.run),
+            "--data",
+            str(bad),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

@@ -72,8 +72,13 @@ class NeighborGraph:
         self.duplicate_radius = duplicate_radius
         self.index_params = index_params
 
-    def build(self, vectors: np.ndarray, weights: np.ndarray, index_bytes: np.ndarray | None = None,
-              index_meta: dict | None = None) -> NeighborGraph:
+    def build(
+        self,
+        vectors: np.ndarray,
+        weights: np.ndarray,
+        index_bytes: np.ndarray | None = None,
+        index_meta: dict | None = None,
+    ) -> NeighborGraph:
         """Index distinct vectors (float32 (u, d), sorted by row key) with int64 weights (u,)."""
         self.vectors, self.weights = vectors, weights.astype(np.int64)
         self.keys = _row_keys(vectors)
@@ -125,7 +130,7 @@ class NeighborGraph:
         W = self.weights[nbr].astype(np.float64)  # (m, K)
         is_own = nbr == own[:, None]  # (m, K)
         D[is_own] = 0.0  # exact copies: remove float noise of the BLAS distance expansion
-        D[D <= self.copy_tol] = 0.0  # near-copies within float noise are copies too
+        D[self.copy_tol >= D] = 0.0  # near-copies within float noise are copies too
         if self.min_cluster > 1:
             group = is_own | (self.duplicate_radius >= D) if self.duplicate_radius > 0 else is_own
             mass = (W * group).sum(axis=1)  # (m,) the query's own cluster, itself included
@@ -248,8 +253,14 @@ class GraphDetector(BaseDetector):
         return np.ascontiguousarray(Z + np.float32(0.0))  # -0.0 -> 0.0 so equal rows have equal bytes
 
     def _index_params(self) -> dict:
-        return {"metric": self.metric, "kind": self.index_kind, "exact_max": self.exact_max,
-                "gpu": bool(self.gpu), "seed": self.seed, "recall_k": self.k + 1}
+        return {
+            "metric": self.metric,
+            "kind": self.index_kind,
+            "exact_max": self.exact_max,
+            "gpu": bool(self.gpu),
+            "seed": self.seed,
+            "recall_k": self.k + 1,
+        }
 
     # ------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any = None, reference_mask: np.ndarray | None = None) -> GraphDetector:
@@ -285,7 +296,11 @@ class GraphDetector(BaseDetector):
         self.reference_mask_ = ref
         log.info(
             "%s: %d points (%d distinct), reference %d, min_cluster %d",
-            type(self).__name__, n, len(first), self.reference_size_, self.min_cluster_,
+            type(self).__name__,
+            n,
+            len(first),
+            self.reference_size_,
+            self.min_cluster_,
         )
         return scores
 
