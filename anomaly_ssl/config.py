@@ -152,9 +152,12 @@ class ModelConfig:
     predict_fields: list[str] = field(default_factory=list)
     #: append an end-of-sequence token, so a sequence that stops too early is surprising
     add_eos: bool = True
+    #: weight of the composition objective: the CLS vector predicts which events the window holds
+    #: (KL to its event histogram), so the sequence embedding summarises what happened (0 = off)
+    bag_weight: float = 0.0
     #: masked "end slots" appended after EOS (a random 0..N in training, N when scoring), so the
     #: padding mask does not give away where a sequence ends and an early end stays surprising
-    eos_slots: int = 3
+    eos_slots: int = 0
     #: use torch's fused scaled_dot_product_attention (False = reference maths, for benchmarks)
     fused_attention: bool = True
     #: rotary position encoding in attention (besides the learned position embedding): relative
@@ -187,6 +190,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.bag_weight < 0:
+            raise ConfigError(f"model.bag_weight must be >= 0, got {self.bag_weight}")
         if not 0 <= self.eos_slots <= 16:
             raise ConfigError(f"model.eos_slots must be in [0, 16], got {self.eos_slots}")
         if self.eos_slots and not self.add_eos:
@@ -272,6 +277,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     #: validate every this many optimiser steps (None = once per epoch)
     eval_every: int | None = None
+    #: what early stopping and the kept ("best") weights follow: the masked loss, or the masked
+    #: error rate (1 - accuracy), which does not punish confident mistakes twice
+    early_stopping_metric: Literal["val_loss", "val_error"] = "val_loss"
     #: stop after this many validations without improvement (0 = never)
     patience: int = 5
     #: write an atomic checkpoint every this many optimiser steps (0 = only at the end)

@@ -22,7 +22,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from .config import ModelConfig
-from .data.encoded import EVENT_FIELD, N_SPECIAL
+from .data.encoded import EVENT_FIELD, N_SPECIAL, UNK_ID
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,8 @@ class EventTransformer(nn.Module):
             self.head_bias = nn.ParameterDict(
                 {f: nn.Parameter(torch.zeros(self.field_sizes[f])) for f in self.predicted}
             )
+            if cfg.bag_weight > 0:  # the composition head's own bias (weights tied to the events)
+                self.bag_bias = nn.Parameter(torch.zeros(self.field_sizes[EVENT_FIELD]))
         if cfg.rotary:  # derived from the shape, so not saved with the weights
             cos, sin = rotary_tables(self.max_len, d // n_heads)
             self.register_buffer("rotary_cos", cos, persistent=False)
@@ -179,6 +181,8 @@ class EventTransformer(nn.Module):
                         module.bias.zero_()
             for bias in self.head_bias.values():
                 bias.zero_()
+            if hasattr(self, "bag_bias"):
+                self.bag_bias.zero_()
 
     def n_params(self, trainable_only: bool = True) -> int:
         """Number of parameters (tied weights counted once)."""
@@ -294,7 +298,29 @@ class EventTransformer(nn.Module):
                 count = zeros.index_add(0, bf, torch.ones_like(ce))  # (B,)
                 per_seq = zeros.index_add(0, bf, ce)  # (B,)
                 total = total + per_seq / count.clamp(min=1)
+        if self.cfg.bag_weight > 0:
+            kl = self.composition_loss(h[:, 0], inputs[EVENT_FIELD], labels[EVENT_FIELD])  # (B,)
+            total = total + self.cfg.bag_weight * (kl if reduction == "sequence" else kl.mean())
         return logits, total
+
+    def composition_loss(self, cls: torch.Tensor, events: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """KL from each window's event histogram to the CLS vector's prediction of it, shape (B,).
+
+        The histogram counts the original events (masked and replaced positions
+        restored from ``labels``); specials are not counted, UNK is.  KL rather
+        than cross-entropy, so windows with many different events do not get a
+        larger loss (which trimming would read as "unusual").
+        """
+        original = torch.where(labels != IGNORE_INDEX, labels, events)  # (B, L)
+        real = (original >= N_SPECIAL) | (original == UNK_ID)  # (B, L)
+        V = self.field_sizes[EVENT_FIELD]
+        counts = torch.zeros(original.shape[0], V, device=cls.device, dtype=cls.dtype)  # (B, V)
+        counts.scatter_add_(1, original * real, real.to(cls.dtype))
+        target = counts / counts.sum(1, keepdim=True).clamp(min=1.0)  # (B, V)
+        logits = F.linear(self.head_transform(cls), self.embeddings[EVENT_FIELD].weight, self.bag_bias)
+        logp = F.log_softmax(logits.float(), dim=-1)  # (B, V)
+        ent = torch.where(target > 0, target * target.clamp(min=1e-12).log(), torch.zeros_like(target))
+        return (ent - target * logp).sum(1).to(cls.dtype)  # (B,)
 
     # ------------------------------------------------------------------ inference
     def embed(self, inputs: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:

@@ -259,6 +259,7 @@ class MaskedEvaluator:
             "val_loss": float((kept_ce / kept_n.clamp(min=1.0)).sum()),
             "val_loss_all": float((all_ce / all_n.clamp(min=1.0)).sum()),
             "val_acc": float(sums[-2]) / n_event,
+            "val_error": 1.0 - float(sums[-2]) / n_event,
             "val_unigram_acc": float(sums[-1]) / n_event,
             "val_masked_positions": n_event,
         }
@@ -500,6 +501,7 @@ def _build(
         seed=cfg.seed,
         callbacks=callbacks or [],
         dist_info=info,
+        monitor=cfg.train.early_stopping_metric,
     )
     return model, evaluator, trainer
 

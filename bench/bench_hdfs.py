@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shlex
 import sys
@@ -48,6 +49,7 @@ from anomaly_ssl.detectors.threshold import compute_threshold  # noqa: E402
 from anomaly_ssl.evaluate import evaluate_scores  # noqa: E402
 from anomaly_ssl.pipeline import load_run, score_file  # noqa: E402
 from anomaly_ssl.pretrain import pretrain  # noqa: E402
+from anomaly_ssl.scoring import SequenceScorer  # noqa: E402
 
 HDFS = ROOT.parent / "shared" / "data" / "hdfs"
 KEYS = ("precision", "recall", "f1", "fpr", "roc_auc", "pr_auc")
@@ -63,22 +65,31 @@ def _pool_counts(loaded, table: pl.DataFrame) -> np.ndarray:
     return event_count_matrix(loaded.vocab.encode(table), n_events, log=True)
 
 
-def _our_rows(loaded, scored: pl.DataFrame, y: np.ndarray, rule: str, q: float) -> dict[str, dict]:
-    """Our ensemble at its own threshold, and each member alone at the same rule on its training scores."""
-    train = pl.read_parquet(loaded.run.detector_dir / "train.parquet")
-    hold = train["is_holdout"].to_numpy()
+#: other detector sets fitted on the same pretrained model, each with the tool's own threshold rule
+ALTERNATIVES = (["surprise"], ["knn"], ["density"], ["surprise", "knn"])
+
+
+def _our_rows(
+    loaded, scored: pl.DataFrame, y: np.ndarray, pool_enc, test_enc, holdout: np.ndarray | None
+) -> dict[str, dict]:
+    """The configured detector through ``score_file``, then other member sets on the same model."""
+    members = list(loaded.cfg.detect.members)
     rows = {
-        "anomaly-ssl ensemble": _metrics(
+        f"anomaly-ssl ({'+'.join(members)}, as configured)": _metrics(
             scored["score"].to_numpy(), y, float(scored["threshold"][0]), "the tool's own (label-free)"
         )
     }
-    for member in loaded.cfg.detect.members:
-        ref = train[f"score_{member}"].to_numpy()
-        ref = ref[hold] if rule == "holdout" and hold.sum() >= 50 else ref
-        t = float(np.quantile(ref, q))
-        rows[f"  member: {member}"] = _metrics(
-            scored[f"score_{member}"].to_numpy(), y, t, f"q{q} of training"
-        )
+    scorer = loaded.scorer
+    pool_feats = scorer.features(pool_enc)
+    test_feats = pool_feats if test_enc is pool_enc else scorer.features(test_enc)
+    for alt in ALTERNATIVES:
+        if alt == members:
+            continue
+        cfg = copy.deepcopy(loaded.cfg)
+        cfg.detect.members = list(alt)
+        sc = SequenceScorer(scorer.model, scorer.n_events, cfg).fit(pool_enc, holdout, pool_feats)
+        batch = sc.score_features(test_feats)
+        rows[f"  anomaly-ssl {'+'.join(alt)}"] = _metrics(batch.score, y, sc.threshold_, "the tool's own")
     return rows
 
 
@@ -137,8 +148,6 @@ def protocol_clean(work: Path, sets: list[str], lines: bool = False) -> dict:
         ys.append(np.full(df.height, label))
     score_s = time.perf_counter() - t1
     scored, y = pl.concat(parts), np.concatenate(ys)
-    rows = _our_rows(loaded, scored, y, "holdout", 0.99)
-    # baselines: fit on the training split, threshold from the held-out split (same rule as ours)
     from anomaly_ssl.data import load_sequences
 
     pool = load_sequences(base / "hdfs_train", cfg.data).table
@@ -146,8 +155,10 @@ def protocol_clean(work: Path, sets: list[str], lines: bool = False) -> dict:
     hold[res.val_index] = True
     test_tables = [load_sequences(base / name, cfg.data).table for name, _ in tests]
     test_table = pl.concat(test_tables)
-    Xp, Xt = _pool_counts(loaded, pool), _pool_counts(loaded, test_table)
     ep, et = loaded.vocab.encode(pool), loaded.vocab.encode(test_table)
+    rows = _our_rows(loaded, scored, y, ep, et, hold)
+    # baselines: fit on the training split, threshold from the held-out split (same rule as ours)
+    Xp, Xt = _pool_counts(loaded, pool), _pool_counts(loaded, test_table)
     rows |= _baselines(
         Xp[~hold],
         Xp[hold],
@@ -186,13 +197,14 @@ def protocol_contaminated(work: Path, sets: list[str]) -> dict:
     scored = pl.read_parquet(out)
     labels = read_labels(data, scored["sequence_id"], id_col="block_id")
     y = scored.join(labels, on="sequence_id", how="left")["label"].to_numpy()
-    rows = _our_rows(loaded, scored, y, "pool", 0.97)
     from anomaly_ssl.data import load_sequences
 
     pool = load_sequences(data, cfg.data).table
     assert pool["sequence_id"].to_list() == scored["sequence_id"].to_list()
     X = _pool_counts(loaded, pool)
     enc = loaded.vocab.encode(pool)
+    hold = pl.read_parquet(run / "detector" / "train.parquet")["is_holdout"].to_numpy()
+    rows = _our_rows(loaded, scored, y, enc, enc, hold)
     rows |= _baselines(X, X, X, y, 0.97, enc, enc, enc, 0.03)
     card = json.loads((run / "model_card.json").read_text())
     return {
@@ -212,7 +224,7 @@ def _print(name: str, result: dict) -> None:
     )
     rows = result["rows"]
     best_base = max(
-        (r["pr_auc"] for k, r in rows.items() if not k.startswith(("anomaly", "  member"))),
+        (r["pr_auc"] for k, r in rows.items() if "anomaly-ssl" not in k),
         default=float("nan"),
     )
     print(f"| detector | {' | '.join(KEYS)} | PR-AUC / best baseline |")

@@ -29,9 +29,9 @@ def one_sequence(events: list[int], pattern: int = 0) -> EncodedSequences:
 
 @pytest.fixture(scope="module")
 def trained() -> EventTransformer:
-    """A tiny model trained on the cyclic grammar (a few seconds)."""
+    """A tiny model trained on the cyclic grammar (a few seconds), with end slots after EOS."""
     cfg = Config()
-    cfg.model = ModelConfig(size="tiny", dropout=0.0)
+    cfg.model = ModelConfig(size="tiny", dropout=0.0, eos_slots=3)
     cfg.window = WindowConfig(max_len=24)
     cfg.train.batch_size = 32
     cfg.train.max_epochs = 30

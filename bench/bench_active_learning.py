@@ -1,0 +1,598 @@
+"""Label efficiency of the active-learning loop: PR-AUC against the number of labels.
+
+A simulated annotator (:func:`active_learning.answer_pending`) answers every
+query from ground truth **through the real Label Studio API** (one managed
+server for the whole run); the loop is the product's own: ``query_labels`` ->
+``answer_pending`` -> ``sync_labels`` -> ``finetune_run`` -> rescore.  Each
+query strategy starts from a fresh copy of the same pretrained run and has its
+own Label Studio project.
+
+1. **Shop**: pretrain (no labels) on a simulated pool (20,000 sessions, 5 %
+   anomalous, seed 1); rounds of 40 labels up to 200 (1 % of the pool); after
+   each round the pool is rescored (the next query sees the head) and an
+   independent test shop (5,000 sessions, seed 2) is scored with the run.
+   PR-AUC of the final ``score`` on the test shop.
+2. **HDFS**: pool = ``../shared/data/hdfs/hdfs_2pct_sequences.csv`` (11,501
+   blocks, 350 anomalous); rounds of 25 up to 125.  There is no separate test
+   set at the natural anomaly rate, so the evaluation is *transductive*: PR-AUC
+   over the pool blocks not labelled so far (a different set per strategy and
+   budget; the unsupervised score and the ceiling are also reported on exactly
+   those rows).
+
+**Supervised ceiling** (same embeddings, same head, all labels): an
+:class:`~active_learning.AnomalyHead` built from the run's ``finetune`` config,
+trained on every pool label with the loop's features (embedding + unsupervised
+rank + member contributions, :func:`active_learning.finetune.head_features`)
+and blended with the same weight (:func:`active_learning.head.blend`).  Shop:
+trained on the whole pool, evaluated on the test shop.  HDFS: 5-fold
+out-of-fold predictions over the pool.  The head alone (no blend) and the
+unsupervised score are reported beside it.
+
+Usage::
+
+    python bench/bench_active_learning.py [--parts shop hdfs] [--random-repeats 3]
+        [--set k=v ...] [--hdfs-set k=v ...] [--out bench/results/active_learning.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from active_learning import (  # noqa: E402
+    AnomalyHead,
+    LabelStudioClient,
+    LabelStudioServer,
+    OneClassError,
+    answer_pending,
+    finetune_run,
+    load_rescorer,
+    query_labels,
+    sync_labels,
+    truth_from_labels,
+)
+from active_learning.finetune import head_features  # noqa: E402
+from active_learning.head import blend, stratified_folds  # noqa: E402
+from active_learning.label_store import LabelStore  # noqa: E402
+from active_learning.ls_server import VENV_ENV, free_port  # noqa: E402
+from anomaly_ssl import load_config, load_run, pretrain, read_labels, score_file, simulate_shop  # noqa: E402
+from anomaly_ssl.evaluate import evaluate_scores  # noqa: E402
+from anomaly_ssl.run import RunDir  # noqa: E402
+
+HDFS_POOL = ROOT.parent / "shared" / "data" / "hdfs" / "hdfs_2pct_sequences.csv"
+STRATEGIES = ("uncertainty", "diverse", "topk", "random")
+GOAL_RATIO = 0.95
+
+
+def pr_auc(scores: np.ndarray, y: np.ndarray) -> float:
+    """Average precision (PR-AUC) of ``scores`` against 0/1 labels."""
+    return float(evaluate_scores(np.asarray(scores, dtype=np.float64), np.asarray(y))["pr_auc"])
+
+
+# ----------------------------------------------------------------- features
+
+
+def pool_features(
+    run: Path, scores: pl.DataFrame, emb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The loop's head inputs for scored rows: embeddings (n, d), extra (n, 1 + m), unsup rank (n,)."""
+    members = [c.removeprefix("contrib_") for c in scores.columns if c.startswith("contrib_")]
+    reference = pl.read_parquet(RunDir(run).detector_dir / "train.parquet", columns=["score"])["score"]
+    contributions = {m: scores[f"contrib_{m}"].to_numpy() for m in members}
+    rank, extra = head_features(
+        scores["unsup_score"].to_numpy(), contributions, members, reference.to_numpy()
+    )
+    return np.asarray(emb, dtype=np.float32), extra, rank
+
+
+def fit_head(cfg: Any, emb: np.ndarray, extra: np.ndarray, y: np.ndarray) -> AnomalyHead:
+    return AnomalyHead.from_config(cfg.finetune, seed=cfg.seed).fit(emb, y, extra)
+
+
+# --------------------------------------------------------------------- loop
+
+
+class Annotation:
+    """The Label Studio server, a client, and the simulated annotator's ground truth."""
+
+    def __init__(self, server: LabelStudioServer, url: str) -> None:
+        self.server = server
+        self.url = url
+        self.client = LabelStudioClient(url, server.api_key())
+
+    def fresh_project(self, title: str) -> None:
+        while (pid := self.client.find_project(title)) is not None:
+            self.client.delete_project(pid)
+
+
+def strategy_run(
+    base_run: Path,
+    work: Path,
+    name: str,
+    strategy: str,
+    seed: int,
+    per_round: int,
+    budget: int,
+    pool_data: Path,
+    truth: dict[str, tuple[int, str | None]],
+    ls: Annotation,
+    evaluate: Any,
+) -> list[dict[str, Any]]:
+    """One strategy's rounds from a fresh copy of the pretrained run; a row per budget."""
+    run = work / f"run-{name}"
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(base_run, run)
+    project = f"bench-{name}"
+    ls.fresh_project(project)
+    cfg = load_config(
+        None,
+        [
+            f"label_studio.url={ls.url}",
+            f"label_studio.project={project}",
+            f"seed={seed}",
+            f"query.n={per_round}",
+        ],
+        base=RunDir(run).read_config_dict(),
+    )
+    loaded = load_run(run)
+    rows: list[dict[str, Any]] = []
+    for r in range(1, budget // per_round + 1):
+        t0 = time.perf_counter()
+        sent = query_labels(run, cfg, ls.client, per_round, strategy)
+        answered = answer_pending(run, ls.client, sent.project_id, truth)
+        synced = sync_labels(run, cfg, ls.client)
+        labels = LabelStore.for_run(run).current_labels()
+        row: dict[str, Any] = {
+            "round": r,
+            "labels": labels.height,
+            "labelled_anomalies": int(labels["label"].sum()),
+            "labelled_types": sorted({t for t in labels["anomaly_type"].to_list() if t}),
+            "answered": answered,
+            "synced": synced.added,
+        }
+        rescorer = None
+        try:
+            ft = finetune_run(run, cfg)
+            rescorer = load_rescorer(run)
+            row["fine_tuned"] = True
+            row["finetune_metrics"] = ft.metrics
+        except OneClassError as exc:
+            row["fine_tuned"] = False
+            row["note"] = f"one class so far, unsupervised score kept ({exc})"
+        if rescorer is not None:
+            # the next query picks from these scores (latest.parquet + embeddings)
+            score_file(loaded, pool_data, run / "scores" / "pool.parquet", rescorer=rescorer)
+        row.update(evaluate(run, loaded, rescorer, set(labels["sequence_id"].to_list())))
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        print(
+            f"  {name:>14} {row['labels']:4d} labels ({row['labelled_anomalies']:3d} anomalous): "
+            f"PR-AUC {row['pr_auc']:.3f} (head {_fmt(row.get('head_pr_auc'))}, unsup "
+            f"{row['unsup_pr_auc']:.3f}) [{row['seconds']:.0f}s]",
+            flush=True,
+        )
+    return rows
+
+
+def _fmt(v: float | None) -> str:
+    return "  -  " if v is None else f"{v:.3f}"
+
+
+def run_strategies(
+    base_run: Path,
+    work: Path,
+    strategies: list[str],
+    random_repeats: int,
+    seed: int,
+    **kw: Any,
+) -> dict[str, list[dict[str, Any]]]:
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for strategy in strategies:
+        repeats = random_repeats if strategy == "random" else 1
+        for rep in range(repeats):
+            name = strategy if rep == 0 else f"{strategy}-{rep}"
+            curves[name] = strategy_run(base_run, work, name, strategy, seed + 1000 * rep, **kw)
+    return curves
+
+
+# --------------------------------------------------------------------- shop
+
+
+def part_shop(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    pool_dir, test_dir = work / "shop_pool", work / "shop_test"
+    simulate_shop(args.shop_pool, anomaly_rate=0.05, seed=1).write(pool_dir)
+    simulate_shop(args.shop_test, anomaly_rate=0.05, seed=2).write(test_dir)
+    pool_data, test_data = pool_dir / "events.parquet", test_dir / "events.parquet"
+    cfg = load_config("shop", [f"seed={args.seed}", *args.set])
+    base = work / "run-shop"
+    t0 = time.perf_counter()
+    pretrain(pool_data, cfg, base)
+    pretrain_s = time.perf_counter() - t0
+    loaded = load_run(base)
+    score_file(loaded, pool_data, base / "scores" / "pool.parquet")  # latest scores + embeddings
+    test_unsup = work / "shop_test_unsup.parquet"
+    score_file(
+        loaded, test_data, test_unsup, save_latest=False, explain=False, embeddings_path=work / "test_emb.npy"
+    )
+    test_labels = pl.read_parquet(test_dir / "labels.parquet").select("sequence_id", "label")
+    pool_labels = pl.read_parquet(pool_dir / "labels.parquet").select("sequence_id", "label")
+    truth = truth_from_labels(pool_dir / "labels.parquet", cfg.label_studio.taxonomy)
+
+    # ceiling: the loop's head on every pool label, evaluated on the test shop
+    pool_scores = pl.read_parquet(base / "scores" / "pool.parquet")
+    y_pool = (
+        pool_scores.select("sequence_id").join(pool_labels, on="sequence_id", how="left")["label"].to_numpy()
+    )
+    emb, extra, _ = pool_features(base, pool_scores, np.load(base / "scores" / "latest_embeddings.npy"))
+    t0 = time.perf_counter()
+    head = fit_head(cfg, emb, extra, y_pool)
+    ceiling_fit_s = time.perf_counter() - t0
+    test_scores = pl.read_parquet(test_unsup)
+    y_test = (
+        test_scores.select("sequence_id").join(test_labels, on="sequence_id", how="left")["label"].to_numpy()
+    )
+    t_emb, t_extra, t_rank = pool_features(base, test_scores, np.load(work / "test_emb.npy"))
+    proba = head.predict_proba(t_emb, t_extra)
+    ceiling = {
+        "blended": pr_auc(blend(proba, t_rank, cfg.finetune.blend), y_test),
+        "head_only": pr_auc(proba, y_test),
+        "trained_on": len(y_pool),
+        "fit_s": round(ceiling_fit_s, 1),
+    }
+    unsup = pr_auc(test_scores["unsup_score"].to_numpy(), y_test)
+    print(
+        f"shop: unsupervised test PR-AUC {unsup:.3f}; ceiling (all {len(y_pool)} pool labels) blended "
+        f"{ceiling['blended']:.3f}, head only {ceiling['head_only']:.3f}",
+        flush=True,
+    )
+
+    def evaluate(run: Path, loaded_run: Any, rescorer: Any, labelled: set[str]) -> dict[str, Any]:
+        if rescorer is None:
+            return {"pr_auc": unsup, "unsup_pr_auc": unsup, "head_pr_auc": None}
+        out = run / "scores" / "test.parquet"
+        score_file(loaded_run, test_data, out, rescorer=rescorer, save_latest=False, explain=False)
+        d = pl.read_parquet(out).join(test_labels, on="sequence_id", how="inner")
+        y = d["label"].to_numpy()
+        return {
+            "pr_auc": pr_auc(d["score"].to_numpy(), y),
+            "roc_auc": float(evaluate_scores(d["score"].to_numpy(), y)["roc_auc"]),
+            "unsup_pr_auc": pr_auc(d["unsup_score"].to_numpy(), y),
+            "head_pr_auc": pr_auc(d["head_proba"].to_numpy(), y),
+        }
+
+    curves = run_strategies(
+        base,
+        work,
+        args.strategies,
+        args.random_repeats,
+        args.seed,
+        per_round=args.shop_round,
+        budget=args.shop_budget,
+        pool_data=pool_data,
+        truth=truth,
+        ls=ls,
+        evaluate=evaluate,
+    )
+    return {
+        "pool": {"sessions": args.shop_pool, "anomalies": int(y_pool.sum()), "seed": 1},
+        "test": {"sessions": len(y_test), "anomalies": int(y_test.sum()), "seed": 2},
+        "evaluated_on": f"independent test shop ({len(y_test)} sessions, seed 2)",
+        "config": "shop",
+        "overrides": list(args.set),
+        "pretrain_s": round(pretrain_s, 1),
+        "pool_size": len(y_pool),
+        "per_round": args.shop_round,
+        "budget": args.shop_budget,
+        "one_percent": args.shop_pool // 100,
+        "unsupervised": unsup,
+        "ceiling": ceiling,
+        "curves": curves,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+# --------------------------------------------------------------------- hdfs
+
+
+def part_hdfs(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = load_config("hdfs", [f"seed={args.seed}", *args.hdfs_set])
+    base = work / "run-hdfs"
+    t0 = time.perf_counter()
+    pretrain(HDFS_POOL, cfg, base)
+    pretrain_s = time.perf_counter() - t0
+    loaded = load_run(base)
+    score_file(loaded, HDFS_POOL, base / "scores" / "pool.parquet")
+    labels = read_labels(HDFS_POOL, id_col="block_id").select("sequence_id", "label")
+    truth = {str(s): (int(y), "system_failure" if y == 1 else None) for s, y in labels.iter_rows()}
+    pool_scores = pl.read_parquet(base / "scores" / "pool.parquet")
+    ids = pool_scores["sequence_id"]
+    y_pool = pool_scores.select("sequence_id").join(labels, on="sequence_id", how="left")["label"].to_numpy()
+    if np.isnan(y_pool.astype(float)).any():
+        raise RuntimeError("some scored HDFS blocks have no label")
+    emb, extra, rank = pool_features(base, pool_scores, np.load(base / "scores" / "latest_embeddings.npy"))
+    # ceiling: 5-fold out-of-fold predictions over all pool labels
+    t0 = time.perf_counter()
+    folds = stratified_folds(y_pool, 5, np.random.default_rng(args.seed))
+    oof = np.empty(len(y_pool))
+    for f in range(5):
+        test = folds == f
+        oof[test] = fit_head(cfg, emb[~test], extra[~test], y_pool[~test]).predict_proba(
+            emb[test], extra[test]
+        )
+    oof_blend = blend(oof, rank, cfg.finetune.blend)
+    ceiling_fit_s = time.perf_counter() - t0
+    unsup_all = pool_scores["unsup_score"].to_numpy()
+    ceiling = {
+        "blended": pr_auc(oof_blend, y_pool),
+        "head_only": pr_auc(oof, y_pool),
+        "protocol": "5-fold stratified out-of-fold over all pool blocks (train on 4/5 of the labels)",
+        "fit_s": round(ceiling_fit_s, 1),
+    }
+    unsup = pr_auc(unsup_all, y_pool)
+    print(
+        f"hdfs: unsupervised PR-AUC {unsup:.3f}; ceiling (5-fold OOF) blended {ceiling['blended']:.3f}, "
+        f"head only {ceiling['head_only']:.3f}",
+        flush=True,
+    )
+    row_of = {s: i for i, s in enumerate(ids.to_list())}
+
+    def evaluate(run: Path, loaded_run: Any, rescorer: Any, labelled: set[str]) -> dict[str, Any]:
+        keep = np.ones(len(y_pool), dtype=bool)
+        keep[[row_of[s] for s in labelled]] = False
+        y = y_pool[keep]
+        if rescorer is None:
+            score, head_pr = unsup_all, None
+        else:  # the pool was just rescored with the head (scores/pool.parquet)
+            d = pl.read_parquet(
+                run / "scores" / "pool.parquet", columns=["sequence_id", "score", "head_proba"]
+            )
+            assert d["sequence_id"].equals(ids)
+            score, head_pr = d["score"].to_numpy(), pr_auc(d["head_proba"].to_numpy()[keep], y)
+        return {
+            "pr_auc": pr_auc(score[keep], y),
+            "unsup_pr_auc": pr_auc(unsup_all[keep], y),
+            "head_pr_auc": head_pr,
+            "ceiling_same_rows": pr_auc(oof_blend[keep], y),
+            "held_out": int(keep.sum()),
+            "held_out_anomalies": int(y.sum()),
+        }
+
+    curves = run_strategies(
+        base,
+        work,
+        args.strategies,
+        args.random_repeats,
+        args.seed,
+        per_round=args.hdfs_round,
+        budget=args.hdfs_budget,
+        pool_data=HDFS_POOL,
+        truth=truth,
+        ls=ls,
+        evaluate=evaluate,
+    )
+    return {
+        "pool": {"blocks": len(y_pool), "anomalies": int(y_pool.sum()), "path": str(HDFS_POOL.name)},
+        "evaluated_on": "transductive: the pool blocks not labelled so far (per strategy and budget)",
+        "config": "hdfs",
+        "overrides": list(args.hdfs_set),
+        "pretrain_s": round(pretrain_s, 1),
+        "pool_size": len(y_pool),
+        "per_round": args.hdfs_round,
+        "budget": args.hdfs_budget,
+        "one_percent": len(y_pool) // 100,
+        "unsupervised": unsup,
+        "ceiling": ceiling,
+        "curves": curves,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+# ------------------------------------------------------------------ summary
+
+
+def summarize(part: dict[str, Any]) -> dict[str, Any]:
+    """Per-budget table, the random baseline (mean of repeats), ratios to the ceiling, goal checks."""
+    curves = part["curves"]
+    budgets = [0] + [r["round"] * part["per_round"] for r in next(iter(curves.values()))]
+    randoms = [k for k in curves if k.split("-")[0] == "random"]
+    strategies = [k for k in curves if k not in randoms]
+    table: dict[str, list[float]] = {
+        k: [part["unsupervised"]] + [r["pr_auc"] for r in v] for k, v in curves.items()
+    }
+    if randoms:
+        table["random (mean)"] = list(np.mean([table[k] for k in randoms], axis=0))
+    one_pct = max(b for b in budgets if b <= part["one_percent"])
+    i1 = budgets.index(one_pct)
+    out: dict[str, Any] = {"budgets": budgets, "table": table, "goal_budget": one_pct, "strategies": {}}
+    for k in [*strategies, *(["random (mean)"] if randoms else [])]:
+        vals = table[k]
+        runs = randoms if k == "random (mean)" else [k]
+        if "ceiling_same_rows" in curves[runs[0]][0]:  # transductive: the ceiling on the same rows
+            ceil = float(np.mean([curves[r][i1 - 1]["ceiling_same_rows"] for r in runs]))
+        else:
+            ceil = part["ceiling"]["blended"]
+        ratio = vals[i1] / ceil
+        info: dict[str, Any] = {
+            "pr_auc_at_goal_budget": vals[i1],
+            "ceiling_at_goal_budget": ceil,
+            "ratio_to_ceiling": ratio,
+            "meets_95pct": ratio >= GOAL_RATIO,
+        }
+        if randoms and k != "random (mean)":
+            ref = table["random (mean)"]
+            info["beats_random_mean_every_budget"] = all(v > b for v, b in zip(vals[1:], ref[1:]))
+            info["beats_every_random_run_every_budget"] = all(
+                all(vals[j] > table[rk][j] for rk in randoms) for j in range(1, len(budgets))
+            )
+        out["strategies"][k] = info
+    return out
+
+
+def print_table(title: str, part: dict[str, Any], summary: dict[str, Any]) -> None:
+    table, budgets = summary["table"], summary["budgets"]
+    cols = list(table)
+    print(f"\n{title}: PR-AUC vs labels ({part['evaluated_on']})")
+    head = f"{'labels':>7} " + " ".join(f"{c:>13}" for c in cols) + f" {'unsupervised':>13} {'ceiling':>9}"
+    print(head)
+    for j, b in enumerate(budgets):
+        cells = " ".join(f"{table[c][j]:13.3f}" for c in cols)
+        ceil = part["ceiling"]["blended"]
+        print(f"{b:7d} {cells} {part['unsupervised']:13.3f} {ceil:9.3f}")
+    c = part["ceiling"]
+    print(
+        f"ceiling: blended {c['blended']:.3f}, head only {c['head_only']:.3f}; "
+        f"unsupervised {part['unsupervised']:.3f}"
+    )
+    pct = 100 * summary["goal_budget"] / part["pool_size"]
+    print(
+        f"at {summary['goal_budget']} labels ({pct:.2f}% of the pool), "
+        f"ratio to the ceiling (goal >= {GOAL_RATIO}):"
+    )
+    for k, info in summary["strategies"].items():
+        extra = ""
+        if "beats_random_mean_every_budget" in info:
+            extra = (
+                f"; beats random (mean) at every budget: {info['beats_random_mean_every_budget']}"
+                f", beats every random run: {info['beats_every_random_run_every_budget']}"
+            )
+        print(
+            f"  {k:>14}: {info['pr_auc_at_goal_budget']:.3f} / {info['ceiling_at_goal_budget']:.3f} = "
+            f"{info['ratio_to_ceiling']:.2f} ({'met' if info['meets_95pct'] else 'NOT met'}){extra}"
+        )
+
+
+def plot(title: str, part: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    budgets, table = summary["budgets"], summary["table"]
+    randoms = [k for k in table if k == "random" or k.startswith("random-")]
+    for k in table:
+        if k in randoms:
+            continue
+        label = k if k != "random (mean)" else f"random (mean of {len(randoms)} seeds)"
+        ax.plot(budgets, table[k], marker="o", label=label, color="grey" if k.startswith("random") else None)
+    if len(randoms) > 1:
+        runs = np.array([table[k] for k in randoms])
+        ax.fill_between(
+            budgets, runs.min(axis=0), runs.max(axis=0), color="grey", alpha=0.2, label="random (range)"
+        )
+    elif randoms:
+        ax.plot(budgets, table[randoms[0]], marker="o", color="grey", label="random")
+    ceil = part["ceiling"]["blended"]
+    ax.axhline(ceil, color="black", ls="--", lw=1.2, label=f"supervised ceiling (all labels) {ceil:.3f}")
+    ax.axhline(GOAL_RATIO * ceil, color="black", ls=":", lw=0.8, label=f"{GOAL_RATIO:.0%} of the ceiling")
+    ax.axhline(
+        part["unsupervised"],
+        color="tab:red",
+        ls="--",
+        lw=1.0,
+        label=f"unsupervised {part['unsupervised']:.3f}",
+    )
+    ax.axvline(part["one_percent"], color="lightgrey", lw=0.8)
+    ax.set_xlabel("labels (simulated annotator through Label Studio)")
+    ax.set_ylabel("PR-AUC")
+    ax.set_title(f"{title}: label efficiency\n{part['evaluated_on']}", fontsize=10)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+# --------------------------------------------------------------------- main
+
+
+def _git_state() -> dict[str, Any]:
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty_files": git("status", "--porcelain").splitlines()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", nargs="+", choices=["shop", "hdfs"], default=["shop", "hdfs"])
+    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    p.add_argument("--random-repeats", type=int, default=3, help="random-sampling runs (different seeds)")
+    p.add_argument("--shop-pool", type=int, default=20_000)
+    p.add_argument("--shop-test", type=int, default=5_000)
+    p.add_argument("--shop-round", type=int, default=40)
+    p.add_argument("--shop-budget", type=int, default=200)
+    p.add_argument("--hdfs-round", type=int, default=25)
+    p.add_argument("--hdfs-budget", type=int, default=125)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="*", default=[], help="config overrides for the shop run")
+    p.add_argument("--hdfs-set", nargs="*", default=[], help="config overrides for the HDFS run")
+    p.add_argument("--ls-venv", default=os.environ.get(VENV_ENV), help=f"Label Studio venv (${VENV_ENV})")
+    p.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "active_learning.json")
+    p.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img")
+    args = p.parse_args(argv)
+    if "hdfs" in args.parts and not HDFS_POOL.exists():
+        print(f"skipping hdfs: {HDFS_POOL} not found", file=sys.stderr)
+        args.parts = [x for x in args.parts if x != "hdfs"]
+    os.environ.setdefault("ANOMALY_SSL_NO_PROGRESS", "1")
+    command = "python " + shlex.join([str(Path(sys.argv[0])), *(sys.argv[1:] if argv is None else argv)])
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    tmp = None
+    if args.work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-al-")
+        args.work = Path(tmp.name)
+    args.work.mkdir(parents=True, exist_ok=True)
+    server = LabelStudioServer(args.work / "label-studio", port=free_port(), venv_dir=args.ls_venv)
+    results: dict[str, Any] = {"command": command, "git": _git_state(), "parts": {}}
+    try:
+        t0 = time.perf_counter()
+        state = server.start()
+        results["label_studio_start_s"] = round(time.perf_counter() - t0, 1)
+        print(f"Label Studio up at {state.url} after {results['label_studio_start_s']:.0f}s", flush=True)
+        ls = Annotation(server, state.url)
+        for part in args.parts:
+            fn = part_shop if part == "shop" else part_hdfs
+            results["parts"][part] = fn(args.work / part, args, ls)
+            results["parts"][part]["summary"] = summarize(results["parts"][part])
+    finally:
+        server.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["load_average"] = {"before": load_before, "after": os.getloadavg(), "cpus": os.cpu_count()}
+    for part, res in results["parts"].items():
+        print_table(part, res, res["summary"])
+        plot(part, res, res["summary"], args.img_dir / f"label_efficiency_{part}.png")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print(f"\n{results['seconds'] / 60:.1f} min; load average before {load_before}, after {os.getloadavg()}")
+    pngs = ", ".join(str(args.img_dir / f"label_efficiency_{p}.png") for p in results["parts"])
+    print(f"wrote {args.out} and {pngs}")
+    print(f"command: {command}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
