@@ -100,8 +100,16 @@ def pool_features(
     return np.asarray(emb, dtype=np.float32), extra, rank
 
 
-def fit_head(cfg: Any, emb: np.ndarray, extra: np.ndarray, y: np.ndarray) -> AnomalyHead:
-    return AnomalyHead.from_config(cfg.finetune, seed=cfg.seed).fit(emb, y, extra)
+def fit_head(cfg: Any, emb: np.ndarray, extra: np.ndarray, y: np.ndarray, **overrides: Any) -> AnomalyHead:
+    """The loop's head (``finetune`` config); ``overrides`` only for the reference heads."""
+    return AnomalyHead.from_config(cfg.finetune, seed=cfg.seed, **overrides).fit(emb, y, extra)
+
+
+#: reference heads on the same features (not the loop's head): how far the embeddings can go
+REFERENCE_HEADS = {
+    "linear_converged": {"epochs": 1000, "weight_decay": 0.0},
+    "mlp64": {"hidden": 64, "epochs": 500},
+}
 
 
 # --------------------------------------------------------------------- loop
@@ -255,7 +263,15 @@ def part_shop(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
         "head_only": pr_auc(proba, y_test),
         "trained_on": len(y_pool),
         "fit_s": round(ceiling_fit_s, 1),
+        "reference_heads": {},
     }
+    for ref_name, overrides in REFERENCE_HEADS.items():
+        p_ref = fit_head(cfg, emb, extra, y_pool, cv_folds=2, **overrides).predict_proba(t_emb, t_extra)
+        ceiling["reference_heads"][ref_name] = {
+            "settings": overrides,
+            "blended": pr_auc(blend(p_ref, t_rank, cfg.finetune.blend), y_test),
+            "head_only": pr_auc(p_ref, y_test),
+        }
     unsup = pr_auc(test_scores["unsup_score"].to_numpy(), y_test)
     print(
         f"shop: unsupervised test PR-AUC {unsup:.3f}; ceiling (all {len(y_pool)} pool labels) blended "
@@ -330,14 +346,18 @@ def part_hdfs(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
         raise RuntimeError("some scored HDFS blocks have no label")
     emb, extra, rank = pool_features(base, pool_scores, np.load(base / "scores" / "latest_embeddings.npy"))
     # ceiling: 5-fold out-of-fold predictions over all pool labels
-    t0 = time.perf_counter()
     folds = stratified_folds(y_pool, 5, np.random.default_rng(args.seed))
-    oof = np.empty(len(y_pool))
-    for f in range(5):
-        test = folds == f
-        oof[test] = fit_head(cfg, emb[~test], extra[~test], y_pool[~test]).predict_proba(
-            emb[test], extra[test]
-        )
+
+    def out_of_fold(**overrides: Any) -> np.ndarray:
+        oof = np.empty(len(y_pool))
+        for f in range(5):
+            test = folds == f
+            head = fit_head(cfg, emb[~test], extra[~test], y_pool[~test], **overrides)
+            oof[test] = head.predict_proba(emb[test], extra[test])
+        return oof
+
+    t0 = time.perf_counter()
+    oof = out_of_fold()
     oof_blend = blend(oof, rank, cfg.finetune.blend)
     ceiling_fit_s = time.perf_counter() - t0
     unsup_all = pool_scores["unsup_score"].to_numpy()
@@ -346,7 +366,15 @@ def part_hdfs(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
         "head_only": pr_auc(oof, y_pool),
         "protocol": "5-fold stratified out-of-fold over all pool blocks (train on 4/5 of the labels)",
         "fit_s": round(ceiling_fit_s, 1),
+        "reference_heads": {},
     }
+    for ref_name, overrides in REFERENCE_HEADS.items():
+        p_ref = out_of_fold(cv_folds=2, **overrides)
+        ceiling["reference_heads"][ref_name] = {
+            "settings": overrides,
+            "blended": pr_auc(blend(p_ref, rank, cfg.finetune.blend), y_pool),
+            "head_only": pr_auc(p_ref, y_pool),
+        }
     unsup = pr_auc(unsup_all, y_pool)
     print(
         f"hdfs: unsupervised PR-AUC {unsup:.3f}; ceiling (5-fold OOF) blended {ceiling['blended']:.3f}, "
@@ -422,20 +450,31 @@ def summarize(part: dict[str, Any]) -> dict[str, Any]:
         table["random (mean)"] = list(np.mean([table[k] for k in randoms], axis=0))
     one_pct = max(b for b in budgets if b <= part["one_percent"])
     i1 = budgets.index(one_pct)
+    transductive = "ceiling_same_rows" in next(iter(curves.values()))[0]
     out: dict[str, Any] = {"budgets": budgets, "table": table, "goal_budget": one_pct, "strategies": {}}
+    if transductive:  # the unsupervised score and the ceiling on each run's own held-out rows
+        for key, at0 in (
+            ("unsup_pr_auc", part["unsupervised"]),
+            ("ceiling_same_rows", part["ceiling"]["blended"]),
+        ):
+            same = {k: [at0] + [r[key] for r in v] for k, v in curves.items()}
+            if randoms:
+                same["random (mean)"] = list(np.mean([same[k] for k in randoms], axis=0))
+            out[f"table_{key}"] = same
     for k in [*strategies, *(["random (mean)"] if randoms else [])]:
         vals = table[k]
-        runs = randoms if k == "random (mean)" else [k]
-        if "ceiling_same_rows" in curves[runs[0]][0]:  # transductive: the ceiling on the same rows
-            ceil = float(np.mean([curves[r][i1 - 1]["ceiling_same_rows"] for r in runs]))
-        else:
-            ceil = part["ceiling"]["blended"]
-        ratio = vals[i1] / ceil
+        ceil_at = (
+            out["table_ceiling_same_rows"][k] if transductive else [part["ceiling"]["blended"]] * len(budgets)
+        )
+        unsup_at = out["table_unsup_pr_auc"][k] if transductive else [part["unsupervised"]] * len(budgets)
+        ratio = vals[i1] / ceil_at[i1]
         info: dict[str, Any] = {
             "pr_auc_at_goal_budget": vals[i1],
-            "ceiling_at_goal_budget": ceil,
+            "ceiling_at_goal_budget": ceil_at[i1],
             "ratio_to_ceiling": ratio,
             "meets_95pct": ratio >= GOAL_RATIO,
+            "ratio_to_ceiling_at_final_budget": vals[-1] / ceil_at[-1],
+            "beats_unsupervised_at_every_budget": all(v > u for v, u in zip(vals[1:], unsup_at[1:])),
         }
         if randoms and k != "random (mean)":
             ref = table["random (mean)"]
@@ -457,11 +496,28 @@ def print_table(title: str, part: dict[str, Any], summary: dict[str, Any]) -> No
         cells = " ".join(f"{table[c][j]:13.3f}" for c in cols)
         ceil = part["ceiling"]["blended"]
         print(f"{b:7d} {cells} {part['unsupervised']:13.3f} {ceil:9.3f}")
+    heads = {k: [None] + [r.get("head_pr_auc") for r in v] for k, v in part["curves"].items()}
+    print("the head alone (head_proba, no blend; '-' = not fine-tuned yet):")
+    for j, b in enumerate(budgets):
+        print(f"{b:7d} " + " ".join(f"{_fmt(heads[c][j]):>13}" for c in cols if c in heads))
+    for key, what in (
+        ("table_unsup_pr_auc", "unsupervised score on the same held-out rows"),
+        ("table_ceiling_same_rows", "ceiling (out-of-fold) on the same held-out rows"),
+    ):
+        if key in summary:
+            print(f"{what}:")
+            for j, b in enumerate(budgets):
+                print(f"{b:7d} " + " ".join(f"{summary[key][c][j]:13.3f}" for c in cols))
     c = part["ceiling"]
     print(
         f"ceiling: blended {c['blended']:.3f}, head only {c['head_only']:.3f}; "
         f"unsupervised {part['unsupervised']:.3f}"
     )
+    for ref_name, ref in c.get("reference_heads", {}).items():
+        print(
+            f"  reference head {ref_name} {ref['settings']} (not the loop's head): blended "
+            f"{ref['blended']:.3f}, head only {ref['head_only']:.3f}"
+        )
     pct = 100 * summary["goal_budget"] / part["pool_size"]
     print(
         f"at {summary['goal_budget']} labels ({pct:.2f}% of the pool), "
@@ -476,7 +532,9 @@ def print_table(title: str, part: dict[str, Any], summary: dict[str, Any]) -> No
             )
         print(
             f"  {k:>14}: {info['pr_auc_at_goal_budget']:.3f} / {info['ceiling_at_goal_budget']:.3f} = "
-            f"{info['ratio_to_ceiling']:.2f} ({'met' if info['meets_95pct'] else 'NOT met'}){extra}"
+            f"{info['ratio_to_ceiling']:.2f} ({'met' if info['meets_95pct'] else 'NOT met'}; at "
+            f"{budgets[-1]} labels {info['ratio_to_ceiling_at_final_budget']:.2f}){extra}; beats the "
+            f"unsupervised score at every budget: {info['beats_unsupervised_at_every_budget']}"
         )
 
 
@@ -484,7 +542,7 @@ def plot(title: str, part: dict[str, Any], summary: dict[str, Any], path: Path) 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.6))
+    fig = Figure(figsize=(9.5, 4.6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     budgets, table = summary["budgets"], summary["table"]
@@ -517,7 +575,7 @@ def plot(title: str, part: dict[str, Any], summary: dict[str, Any], path: Path) 
     ax.set_title(f"{title}: label efficiency\n{part['evaluated_on']}", fontsize=10)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5, loc="lower right")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -551,7 +609,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "active_learning.json")
     p.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img")
+    p.add_argument(
+        "--replot", type=Path, default=None, help="only print the tables and draw the plots of a results JSON"
+    )
     args = p.parse_args(argv)
+    if args.replot is not None:
+        saved = json.loads(args.replot.read_text())
+        for part, res in saved["parts"].items():
+            res["summary"] = summarize(res)
+            print_table(part, res, res["summary"])
+            plot(part, res, res["summary"], args.img_dir / f"label_efficiency_{part}.png")
+        print(f"\nrecorded command: {saved['command']}")
+        return 0
     if "hdfs" in args.parts and not HDFS_POOL.exists():
         print(f"skipping hdfs: {HDFS_POOL} not found", file=sys.stderr)
         args.parts = [x for x in args.parts if x != "hdfs"]
