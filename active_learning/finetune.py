@@ -2,12 +2,18 @@
 
 The head (:class:`~active_learning.head.AnomalyHead`) sees each labelled
 sequence's embedding plus its unsupervised evidence (the ensemble score as a
-rank against the training pool and every detector's normalised contribution).
-Its probability is blended with the unsupervised rank
-(:func:`~active_learning.head.blend`) so kinds of anomaly nobody has labelled
-yet still surface; the threshold of the blended score is the F1-optimal cut on
-cross-validated (out-of-fold) predictions over the labels.  Each call is one
-round, recorded in ``labels/rounds.jsonl``.
+rank against the training pool and every detector's normalised contribution),
+standardised with statistics of the whole scored pool.  It starts from the
+unsupervised score: the logit of its rank is a fixed offset, and the head
+learns a correction under an L2 prior worth ``finetune.prior_labels`` labels.
+Labels chosen by a query strategy are a biased sample (they crowd around the
+boundary); a head fitted freely on them can invert the ranking elsewhere, the
+offset and the prior keep it anchored.  Kinds of anomaly nobody has labelled
+keep their unsupervised rank unless labels say otherwise, and
+:func:`~active_learning.head.blend` can mix the rank in further.  The threshold
+of the final score is the F1-optimal cut on cross-validated (out-of-fold)
+predictions over the labels.  Each call is one round, recorded in
+``labels/rounds.jsonl``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from anomaly_ssl.io import read_json, write_json
 from anomaly_ssl.run import RunDir
 
 from .al_errors import HeadError, OneClassError
-from .head import AnomalyHead, blend, f1_optimal_threshold, rank_scores
+from .head import AnomalyHead, blend, f1_optimal_threshold, rank_logit, rank_scores
 from .label_store import AppendOnlyJsonl, LabelStore, utc_now
 from .loop import queried_path
 
@@ -71,7 +77,8 @@ class HeadRescorer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(head_proba, blended score)`` for a batch."""
         r, extra = head_features(unsup_score, contributions, self.members, self.reference)
-        proba = self.head.predict_proba(embeddings, extra)
+        offset = rank_logit(r) if self.head.uses_offset_ else None
+        proba = self.head.predict_proba(embeddings, extra, offset)
         return proba, blend(proba, r, self.weight)
 
 
@@ -148,7 +155,8 @@ def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
     reference = _train_unsup_scores(run)
     contributions = {m: data[f"contrib_{m}"].to_numpy() for m in members}
     r, extra = head_features(data["unsup_score"].to_numpy(), contributions, members, reference)
-    head = AnomalyHead.from_config(cfg.finetune, seed=cfg.seed).fit(emb, y, extra)
+    stats = pool_feature_stats(run, members, reference, emb, extra)
+    head = AnomalyHead.from_config(cfg.finetune, seed=cfg.seed).fit(emb, y, extra, rank_logit(r), stats)
     weight = cfg.finetune.blend
     if head.cv_oof_proba_ is not None:
         oof_blend = blend(head.cv_oof_proba_, r, weight)
@@ -204,6 +212,55 @@ def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
         "fine-tuned head round %d on %d labels (%d anomalies): %s", round_no, len(y), int(y.sum()), source
     )
     return FinetuneResult(round_no, len(y), int(y.sum()), version, float(threshold), metrics)
+
+
+def pool_feature_stats(
+    run: RunDir, members: list[str], reference: np.ndarray, emb: np.ndarray, extra: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the head's features over the unlabelled pool, each shape (d + k,).
+
+    Embedding columns: the pretraining pool (``detector/train_embeddings.npy``).
+    Extra columns: the most recently scored sequences (what labels are queried
+    from) when their scores carry every member's contribution; otherwise the
+    labelled rows themselves.
+    """
+    train_emb = run.detector_dir / "train_embeddings.npy"
+    emb_stats = _column_stats(np.load(train_emb, mmap_mode="r")) if train_emb.is_file() else None
+    if emb_stats is None or len(emb_stats[0]) != emb.shape[1]:
+        emb_stats = _column_stats(emb)
+    ext_stats = None
+    latest = run.latest_scores_path
+    if latest.is_file():
+        cols = ["unsup_score"] + [f"contrib_{m}" for m in members]
+        frame = pl.read_parquet(latest)
+        if all(c in frame.columns for c in cols) and frame.height > 1:
+            _r, pool_extra = head_features(
+                frame["unsup_score"].to_numpy(),
+                {m: frame[f"contrib_{m}"].to_numpy() for m in members},
+                members,
+                reference,
+            )
+            ext_stats = _column_stats(pool_extra)
+    if ext_stats is None:
+        ext_stats = _column_stats(extra)
+    assert emb_stats is not None and ext_stats is not None
+    return np.concatenate([emb_stats[0], ext_stats[0]]), np.concatenate([emb_stats[1], ext_stats[1]])
+
+
+def _column_stats(x: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray] | None:
+    """Column mean and std (float64 accumulation, chunked for memory-mapped arrays)."""
+    n = len(x)
+    if n == 0:
+        return None
+    total = np.zeros(x.shape[1])
+    total_sq = np.zeros(x.shape[1])
+    for start in range(0, n, chunk):
+        block = np.asarray(x[start : start + chunk], dtype=np.float64)
+        total += block.sum(axis=0)
+        total_sq += (block**2).sum(axis=0)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
+    return mean, std
 
 
 def _average_precision(y: np.ndarray, s: np.ndarray) -> float | None:

@@ -85,10 +85,25 @@ class HeadNet(nn.Module):
         """Concatenate ``embedding`` (n, d) and ``extra`` (n, k) into (n, d + k)."""
         return embedding if extra is None or extra.shape[1] == 0 else torch.cat([embedding, extra], dim=1)
 
-    def forward(self, embedding: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of P(anomaly), shape (n,)."""
+    def set_standardization_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Use given feature mean/std (e.g. of the whole unlabelled pool), width d + k."""
+        mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32))
+        std_t = torch.as_tensor(np.asarray(std, dtype=np.float32))
+        if mean_t.shape != self.feature_mean.shape or std_t.shape != self.feature_std.shape:
+            raise HeadError(
+                f"feature_stats must have width {self.feature_mean.shape[0]} (embedding + extra), "
+                f"got {tuple(mean_t.shape)} and {tuple(std_t.shape)}"
+            )
+        self.feature_mean.copy_(mean_t)
+        self.feature_std.copy_(torch.where(std_t > 1e-6, std_t, torch.ones_like(std_t)))
+
+    def forward(
+        self, embedding: torch.Tensor, extra: torch.Tensor | None = None, offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits of P(anomaly), shape (n,); ``offset`` (n,) is added to them (a fixed prior logit)."""
         x = (self.features(embedding, extra) - self.feature_mean) / self.feature_std  # (n, d + k)
-        return self.body(x).squeeze(-1)  # (n, 1) -> (n,)
+        logits = self.body(x).squeeze(-1)  # (n, 1) -> (n,)
+        return logits if offset is None else logits + offset
 
     def l2_penalty(self) -> torch.Tensor:
         """Sum of squared weights (biases excluded)."""
@@ -103,8 +118,14 @@ class AnomalyHead:
     hidden : int
         Hidden units (0 = logistic regression, the default for few labels).
     epochs, lr, weight_decay : int, float, float
-        Full-batch Adam steps, learning rate, and L2 strength ``λ`` in
-        ``loss = weighted BCE + λ/2 · ||W||²``.
+        Full-batch Adam steps, learning rate, and a constant L2 strength ``λ₀``.
+    prior_labels : float
+        L2 strength that shrinks with the number of labels ``n``:
+        ``loss = weighted mean BCE + (λ₀ + prior_labels / n) / 2 · ||W||²``, the
+        MAP estimate under a Gaussian prior worth about ``prior_labels`` labels.
+        With an ``offset`` (the unsupervised score's logit) this keeps the head
+        close to the unsupervised ranking until labels outweigh the prior, so a
+        few labels picked near the boundary cannot turn the ranking upside down.
     class_weight : {"balanced", None}
         ``balanced`` weighs each class by ``n / (2 n_class)`` so a 2 % anomaly
         class counts as much as the normal one.
@@ -126,6 +147,7 @@ class AnomalyHead:
         epochs: int = 200,
         lr: float = 1e-2,
         weight_decay: float = 1e-3,
+        prior_labels: float = 0.0,
         class_weight: str | None = "balanced",
         cv_folds: int = 5,
         default_threshold: float = 0.5,
@@ -136,6 +158,7 @@ class AnomalyHead:
         self.epochs = epochs
         self.lr = lr
         self.weight_decay = weight_decay
+        self.prior_labels = prior_labels
         self.class_weight = class_weight
         self.cv_folds = cv_folds
         self.default_threshold = default_threshold
@@ -149,6 +172,7 @@ class AnomalyHead:
             "epochs": finetune_config.epochs,
             "lr": finetune_config.lr,
             "weight_decay": finetune_config.weight_decay,
+            "prior_labels": finetune_config.prior_labels,
             "cv_folds": finetune_config.cv_folds,
             "seed": seed,
         }
@@ -156,7 +180,14 @@ class AnomalyHead:
         return cls(**params)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: np.ndarray, y: np.ndarray, extra: np.ndarray | None = None) -> AnomalyHead:
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        extra: np.ndarray | None = None,
+        offset: np.ndarray | None = None,
+        feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> AnomalyHead:
         """Train on labelled rows and choose the threshold by cross-validation.
 
         Parameters
@@ -167,6 +198,14 @@ class AnomalyHead:
             0 normal / 1 anomaly.
         extra : ndarray of float, shape (n, k), optional
             Unsupervised scores as extra features (same columns at predict time).
+        offset : ndarray of float, shape (n,), optional
+            A fixed logit added to the head's output (e.g. the logit of the
+            unsupervised rank): the head then learns a *correction* of that prior.
+            Required again at predict time.
+        feature_stats : (mean, std), each ndarray of shape (d + k,), optional
+            Standardise features with these (e.g. the whole unlabelled pool's)
+            instead of the labelled rows' own statistics, which are biased when
+            the labels were chosen by a query strategy.
 
         Raises
         ------
@@ -178,6 +217,7 @@ class AnomalyHead:
         if self.class_weight not in ("balanced", None):
             raise HeadError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
         emb, ext = self._check_inputs(X, extra, fitted=False)
+        off = self._check_offset(offset, len(emb))
         labels = np.asarray(y).reshape(-1)
         if len(labels) != len(emb):
             raise HeadError(f"fit got {len(emb)} rows of X but {len(labels)} labels")
@@ -192,21 +232,31 @@ class AnomalyHead:
             )
         self.embed_dim_, self.n_extra_ = emb.shape[1], ext.shape[1]
         self.n_pos_, self.n_neg_ = n_pos, n_neg
+        self.uses_offset_ = off is not None
+        self.feature_stats_ = None
+        if feature_stats is not None:
+            mean, std = (np.asarray(a, dtype=np.float32).reshape(-1) for a in feature_stats)
+            self.feature_stats_ = (mean, std)
         with _torch_threads(self.fit_threads):
-            self.net_ = self._train(emb, ext, labels.astype(np.float32))
-            self._choose_threshold(emb, ext, labels)
+            self.net_ = self._train(emb, ext, labels.astype(np.float32), off)
+            self._choose_threshold(emb, ext, labels, off)
         logger.info(
             "head fitted on %d labels (%d anomalies); threshold %.3f (%s)",
             len(labels), n_pos, self.threshold_, self.threshold_source_,
         )  # fmt: skip
         return self
 
-    def _train(self, emb: np.ndarray, ext: np.ndarray, y: np.ndarray) -> HeadNet:
+    def _train(self, emb: np.ndarray, ext: np.ndarray, y: np.ndarray, off: np.ndarray | None) -> HeadNet:
         gen = torch.Generator().manual_seed(self.seed)
         net = HeadNet(emb.shape[1], ext.shape[1], self.hidden)
         net.reset_parameters(gen)
         e, x, t = torch.from_numpy(emb), torch.from_numpy(ext), torch.from_numpy(y)
-        net.set_standardization(net.features(e, x))
+        o = None if off is None else torch.from_numpy(off)
+        if self.feature_stats_ is not None:
+            net.set_standardization_stats(*self.feature_stats_)
+        else:
+            net.set_standardization(net.features(e, x))
+        decay = self.weight_decay + self.prior_labels / len(y)
         if self.class_weight == "balanced":
             n, n_pos = len(y), float(y.sum())
             w = torch.where(t > 0.5, n / (2.0 * n_pos), n / (2.0 * (n - n_pos)))
@@ -217,17 +267,19 @@ class AnomalyHead:
         net.train()
         for _ in range(self.epochs):
             opt.zero_grad()
-            logits = net(e, x)  # (n,)
+            logits = net(e, x, o)  # (n,)
             # BCE with logits written out: torch's fused kernel is pathologically slow
             # multi-threaded on small CPU tensors (tens of ms per call on a busy 2-core box)
             bce = nn.functional.softplus(logits) - logits * t
-            loss = (w * bce).sum() + 0.5 * self.weight_decay * net.l2_penalty()
+            loss = (w * bce).sum() + 0.5 * decay * net.l2_penalty()
             loss.backward()
             opt.step()
         net.eval()
         return net
 
-    def _choose_threshold(self, emb: np.ndarray, ext: np.ndarray, y: np.ndarray) -> None:
+    def _choose_threshold(
+        self, emb: np.ndarray, ext: np.ndarray, y: np.ndarray, off: np.ndarray | None
+    ) -> None:
         folds = min(self.cv_folds, self.n_pos_, self.n_neg_)
         self.cv_oof_proba_: np.ndarray | None = None
         self.cv_f1_: float | None = None
@@ -239,14 +291,17 @@ class AnomalyHead:
         oof = np.empty(len(y), dtype=np.float64)
         for f in range(folds):
             test = fold_of == f
-            net = self._train(emb[~test], ext[~test], y[~test].astype(np.float32))
-            oof[test] = _proba(net, emb[test], ext[test])
+            train_off, test_off = (None, None) if off is None else (off[~test], off[test])
+            net = self._train(emb[~test], ext[~test], y[~test].astype(np.float32), train_off)
+            oof[test] = _proba(net, emb[test], ext[test], test_off)
         self.cv_oof_proba_ = oof
         self.threshold_, self.cv_f1_ = f1_optimal_threshold(y, oof)
         self.threshold_source_ = f"cv ({folds}-fold out-of-fold F1 {self.cv_f1_:.3f})"
 
     # -------------------------------------------------------------- predict
-    def predict_proba(self, X: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(
+        self, X: np.ndarray, extra: np.ndarray | None = None, offset: np.ndarray | None = None
+    ) -> np.ndarray:
         """P(anomaly) per row, float64, shape (n,).
 
         Parameters
@@ -254,13 +309,33 @@ class AnomalyHead:
         X : ndarray of float, shape (n, d)
         extra : ndarray of float, shape (n, k), optional
             The same extra feature columns as at fit time.
+        offset : ndarray of float, shape (n,), optional
+            The prior logit, required when the head was fitted with one.
         """
         emb, ext = self._check_inputs(X, extra, fitted=True)
-        return _proba(self.net_, emb, ext)
+        off = self._check_offset(offset, len(emb))
+        if (off is not None) != self.uses_offset_:
+            need = "with an offset; pass it" if self.uses_offset_ else "without an offset"
+            raise HeadError(f"this head was fitted {need} (offset= in predict_proba)")
+        return _proba(self.net_, emb, ext, off)
 
-    def predict(self, X: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    def predict(
+        self, X: np.ndarray, extra: np.ndarray | None = None, offset: np.ndarray | None = None
+    ) -> np.ndarray:
         """1 where P(anomaly) >= ``threshold_``, else 0; int64, shape (n,)."""
-        return (self.predict_proba(X, extra) >= self.threshold_).astype(np.int64)
+        return (self.predict_proba(X, extra, offset) >= self.threshold_).astype(np.int64)
+
+    @staticmethod
+    def _check_offset(offset: np.ndarray | None, n: int) -> np.ndarray | None:
+        if offset is None:
+            return None
+        off = np.ascontiguousarray(offset, dtype=np.float32).reshape(-1)
+        if len(off) != n:
+            raise HeadError(f"offset must have one value per row ({n}), got {len(off)}")
+        if not np.isfinite(off).all():
+            first = int(np.argwhere(~np.isfinite(off))[0, 0])
+            raise HeadError(f"offset has non-finite values (first at row {first})")
+        return off
 
     def _check_inputs(
         self, X: np.ndarray, extra: np.ndarray | None, fitted: bool
@@ -296,7 +371,7 @@ class AnomalyHead:
 
         if not hasattr(self, "net_"):
             raise HeadNotFittedError("cannot save an unfitted AnomalyHead")
-        params = ("hidden", "epochs", "lr", "weight_decay", "class_weight", "cv_folds",
+        params = ("hidden", "epochs", "lr", "weight_decay", "prior_labels", "class_weight", "cv_folds",
                   "default_threshold", "seed", "fit_threads")  # fmt: skip
         meta = {
             "format_version": _FORMAT_VERSION,
@@ -308,6 +383,7 @@ class AnomalyHead:
             "threshold": self.threshold_,
             "threshold_source": self.threshold_source_,
             "cv_f1": self.cv_f1_,
+            "uses_offset": self.uses_offset_,
         }
         tensors = {k: v.detach().contiguous() for k, v in self.net_.state_dict().items()}
         header = {_META_KEY: json.dumps(meta)}
@@ -340,6 +416,7 @@ class AnomalyHead:
         head.n_pos_, head.n_neg_ = meta["n_pos"], meta["n_neg"]
         head.threshold_, head.threshold_source_ = float(meta["threshold"]), meta["threshold_source"]
         head.cv_f1_, head.cv_oof_proba_ = meta["cv_f1"], None
+        head.uses_offset_, head.feature_stats_ = bool(meta.get("uses_offset", False)), None
         return head
 
     def __repr__(self) -> str:
@@ -360,9 +437,16 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _proba(net: HeadNet, emb: np.ndarray, ext: np.ndarray) -> np.ndarray:
+def _proba(net: HeadNet, emb: np.ndarray, ext: np.ndarray, off: np.ndarray | None = None) -> np.ndarray:
     with torch.no_grad():
-        return torch.sigmoid(net(torch.from_numpy(emb), torch.from_numpy(ext))).double().numpy()
+        o = None if off is None else torch.from_numpy(off)
+        return torch.sigmoid(net(torch.from_numpy(emb), torch.from_numpy(ext), o)).double().numpy()
+
+
+def rank_logit(rank: np.ndarray) -> np.ndarray:
+    """``log(r / (1 − r))`` of ranks in (0, 1), float64 (the head's prior offset)."""
+    r = np.clip(np.asarray(rank, dtype=np.float64), 1e-6, 1.0 - 1e-6)
+    return np.log(r / (1.0 - r))
 
 
 def stratified_folds(y: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:

@@ -418,7 +418,7 @@ class QueryConfig:
     n: int = 50
     strategy: Literal["uncertainty", "diverse", "topk", "random"] = "diverse"
     #: ``diverse``: candidates considered per requested label
-    candidate_factor: int = 5
+    candidate_factor: int = 10
     #: replace entity ids by a keyed hash before they leave the run directory
     pseudonymize: bool = True
 
@@ -470,16 +470,24 @@ class FinetuneConfig:
     epochs: int = 200
     lr: float = 1e-2
     weight_decay: float = 1e-3
+    #: strength of the prior that keeps the head near the unsupervised ranking, in labels:
+    #: the head learns a correction of the unsupervised score's logit with L2 strength
+    #: ``weight_decay + prior_labels / n_labels`` (features standardised on the whole pool)
+    prior_labels: float = 100.0
     #: also train the top N encoder layers (0 = head only, on frozen embeddings)
     unfreeze_layers: int = 0
-    #: weight of the head's probability in the blended score (rest = unsupervised rank)
-    blend: float = 0.7
+    #: weight of the head's probability in the final score, the rest the unsupervised rank
+    #: (``1 − (1 − p)^w (1 − r)^(1 − w)``); the head already starts from the unsupervised
+    #: score, so 1.0 uses it as is and lower values keep unlabelled kinds more visible
+    blend: float = 1.0
     cv_folds: int = 5
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on invalid values."""
         if not 0.0 <= self.blend <= 1.0:
             raise ConfigError(f"finetune.blend must be in [0, 1], got {self.blend}")
+        if self.prior_labels < 0 or self.weight_decay < 0:
+            raise ConfigError("finetune.prior_labels and finetune.weight_decay must be >= 0")
         if self.epochs < 1 or self.cv_folds < 2:
             raise ConfigError("finetune.epochs must be >= 1 and finetune.cv_folds >= 2")
 

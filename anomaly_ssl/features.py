@@ -41,6 +41,9 @@ class SequenceFeatures:
         Log event-count vectors (only when a ``...@counts`` detector needs them).
     n_unique : int
         Distinct sequences actually run through the model.
+    first, inverse : ndarray of int64, optional
+        One row per distinct sequence (shape (n_unique,)) and each row's distinct
+        sequence (shape (n,)), so per-sequence work can be done once per distinct one.
     """
 
     encoded: EncodedSequences
@@ -49,6 +52,8 @@ class SequenceFeatures:
     surprise_score: np.ndarray
     counts: np.ndarray | None
     n_unique: int
+    first: np.ndarray | None = None
+    inverse: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -151,4 +156,4 @@ def compute_features(
             raise ValueError("n_events is required when need_counts=True")
         counts = event_count_matrix(encoded, n_events, log=True)
     log.debug("features: %d sequences, %d distinct", len(encoded), len(first))
-    return SequenceFeatures(encoded, embeddings, surprise, score, counts, len(first))
+    return SequenceFeatures(encoded, embeddings, surprise, score, counts, len(first), first, inverse)

@@ -176,9 +176,14 @@ def score_table(
             attrs,
             cfg.detect.explain_topk,
         )
-        dist, rows = scorer.nearest_normal(feats.embeddings, cfg.detect.explain_neighbors)
-        ids = loaded.train["sequence_id"].to_list()
-        sums = loaded.train["events"].to_list()
+        if feats.first is not None and feats.inverse is not None and len(feats.first) < len(feats):
+            # identical sequences have identical neighbours: search once per distinct one
+            dist, rows = scorer.nearest_normal(feats.embeddings[feats.first], cfg.detect.explain_neighbors)
+            dist, rows = dist[feats.inverse], rows[feats.inverse]
+        else:
+            dist, rows = scorer.nearest_normal(feats.embeddings, cfg.detect.explain_neighbors)
+        ids = loaded.train["sequence_id"]
+        sums = loaded.train["events"]
         out = out.with_columns(top, summary, neighbor_column(dist, rows, ids, sums))
     out = out.with_columns(pl.lit(version, dtype=pl.Utf8).alias("model_version"))
     return out, feats.embeddings

@@ -22,8 +22,11 @@ own Label Studio project.
 **Supervised ceiling** (same embeddings, same head, all labels): an
 :class:`~active_learning.AnomalyHead` built from the run's ``finetune`` config,
 trained on every pool label with the loop's features (embedding + unsupervised
-rank + member contributions, :func:`active_learning.finetune.head_features`)
-and blended with the same weight (:func:`active_learning.head.blend`).  Shop:
+rank + member contributions, :func:`active_learning.finetune.head_features`),
+the logit of the unsupervised rank as its offset, pool standardisation, and
+blended with the same weight (:func:`active_learning.head.blend`).  Reference
+heads (free: no offset; a converged linear one and a 64-unit MLP) show how far
+the embeddings go with every label.  Shop:
 trained on the whole pool, evaluated on the test shop.  HDFS: 5-fold
 out-of-fold predictions over the pool.  The head alone (no blend) and the
 unsupervised score are reported beside it.
@@ -67,7 +70,7 @@ from active_learning import (  # noqa: E402
     truth_from_labels,
 )
 from active_learning.finetune import head_features  # noqa: E402
-from active_learning.head import blend, stratified_folds  # noqa: E402
+from active_learning.head import blend, rank_logit, stratified_folds  # noqa: E402
 from active_learning.label_store import LabelStore  # noqa: E402
 from active_learning.ls_server import VENV_ENV, free_port  # noqa: E402
 from anomaly_ssl import load_config, load_run, pretrain, read_labels, score_file, simulate_shop  # noqa: E402
@@ -100,14 +103,38 @@ def pool_features(
     return np.asarray(emb, dtype=np.float32), extra, rank
 
 
-def fit_head(cfg: Any, emb: np.ndarray, extra: np.ndarray, y: np.ndarray, **overrides: Any) -> AnomalyHead:
-    """The loop's head (``finetune`` config); ``overrides`` only for the reference heads."""
-    return AnomalyHead.from_config(cfg.finetune, seed=cfg.seed, **overrides).fit(emb, y, extra)
+class Features:
+    """The loop's head inputs for a set of rows, and the pool statistics it standardises with."""
+
+    def __init__(self, emb: np.ndarray, extra: np.ndarray, rank: np.ndarray, stats: Any) -> None:
+        self.emb, self.extra, self.rank, self.stats = emb, extra, rank, stats
+
+    def rows(self, sel: Any) -> Features:
+        return Features(self.emb[sel], self.extra[sel], self.rank[sel], self.stats)
+
+
+def column_stats(emb: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.concatenate([emb, extra], axis=1).astype(np.float64)
+    return x.mean(axis=0), x.std(axis=0)
+
+
+def fit_head(cfg: Any, f: Features, y: np.ndarray, free: bool = False, **overrides: Any) -> AnomalyHead:
+    """The loop's head (``finetune`` config: offset = logit of the unsupervised rank, pool
+    standardisation); ``free=True`` and ``overrides`` only for the reference heads."""
+    head = AnomalyHead.from_config(cfg.finetune, seed=cfg.seed, **overrides)
+    if free:
+        return head.fit(f.emb, y, f.extra)
+    return head.fit(f.emb, y, f.extra, offset=rank_logit(f.rank), feature_stats=f.stats)
+
+
+def predict_head(head: AnomalyHead, f: Features) -> np.ndarray:
+    offset = rank_logit(f.rank) if head.uses_offset_ else None
+    return head.predict_proba(f.emb, f.extra, offset)
 
 
 #: reference heads on the same features (not the loop's head): how far the embeddings can go
 REFERENCE_HEADS = {
-    "linear_converged": {"epochs": 1000, "weight_decay": 0.0},
+    "linear_converged": {"epochs": 1000, "weight_decay": 0.0, "prior_labels": 0.0},
     "mlp64": {"hidden": 64, "epochs": 500},
 }
 
@@ -248,16 +275,18 @@ def part_shop(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
     y_pool = (
         pool_scores.select("sequence_id").join(pool_labels, on="sequence_id", how="left")["label"].to_numpy()
     )
-    emb, extra, _ = pool_features(base, pool_scores, np.load(base / "scores" / "latest_embeddings.npy"))
+    emb, extra, rank = pool_features(base, pool_scores, np.load(base / "scores" / "latest_embeddings.npy"))
+    feats = Features(emb, extra, rank, column_stats(emb, extra))
     t0 = time.perf_counter()
-    head = fit_head(cfg, emb, extra, y_pool)
+    head = fit_head(cfg, feats, y_pool)
     ceiling_fit_s = time.perf_counter() - t0
     test_scores = pl.read_parquet(test_unsup)
     y_test = (
         test_scores.select("sequence_id").join(test_labels, on="sequence_id", how="left")["label"].to_numpy()
     )
     t_emb, t_extra, t_rank = pool_features(base, test_scores, np.load(work / "test_emb.npy"))
-    proba = head.predict_proba(t_emb, t_extra)
+    t_feats = Features(t_emb, t_extra, t_rank, feats.stats)
+    proba = predict_head(head, t_feats)
     ceiling = {
         "blended": pr_auc(blend(proba, t_rank, cfg.finetune.blend), y_test),
         "head_only": pr_auc(proba, y_test),
@@ -266,7 +295,7 @@ def part_shop(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
         "reference_heads": {},
     }
     for ref_name, overrides in REFERENCE_HEADS.items():
-        p_ref = fit_head(cfg, emb, extra, y_pool, cv_folds=2, **overrides).predict_proba(t_emb, t_extra)
+        p_ref = predict_head(fit_head(cfg, feats, y_pool, free=True, cv_folds=2, **overrides), t_feats)
         ceiling["reference_heads"][ref_name] = {
             "settings": overrides,
             "blended": pr_auc(blend(p_ref, t_rank, cfg.finetune.blend), y_test),
@@ -345,15 +374,16 @@ def part_hdfs(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
     if np.isnan(y_pool.astype(float)).any():
         raise RuntimeError("some scored HDFS blocks have no label")
     emb, extra, rank = pool_features(base, pool_scores, np.load(base / "scores" / "latest_embeddings.npy"))
+    feats = Features(emb, extra, rank, column_stats(emb, extra))
     # ceiling: 5-fold out-of-fold predictions over all pool labels
     folds = stratified_folds(y_pool, 5, np.random.default_rng(args.seed))
 
-    def out_of_fold(**overrides: Any) -> np.ndarray:
+    def out_of_fold(free: bool = False, **overrides: Any) -> np.ndarray:
         oof = np.empty(len(y_pool))
         for f in range(5):
             test = folds == f
-            head = fit_head(cfg, emb[~test], extra[~test], y_pool[~test], **overrides)
-            oof[test] = head.predict_proba(emb[test], extra[test])
+            head = fit_head(cfg, feats.rows(~test), y_pool[~test], free=free, **overrides)
+            oof[test] = predict_head(head, feats.rows(test))
         return oof
 
     t0 = time.perf_counter()
@@ -369,7 +399,7 @@ def part_hdfs(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
         "reference_heads": {},
     }
     for ref_name, overrides in REFERENCE_HEADS.items():
-        p_ref = out_of_fold(cv_folds=2, **overrides)
+        p_ref = out_of_fold(free=True, cv_folds=2, **overrides)
         ceiling["reference_heads"][ref_name] = {
             "settings": overrides,
             "blended": pr_auc(blend(p_ref, rank, cfg.finetune.blend), y_pool),

@@ -195,3 +195,76 @@ def test_blend_keeps_novel_anomalies_visible():
         blend(p, r * 10, 0.5)
     with pytest.raises(HeadError, match=r"finetune.blend"):
         blend(p, r, 1.5)
+
+
+def _biased_pool(seed: int = 0):
+    """A pool whose boundary band misleads: a ring of look-alike anomalies (embedding
+    column 0 high) scores *lower* than the borderline normals, while the loud anomalies
+    score highest of all.  Returns embeddings, unsupervised ranks, labels, band rows."""
+    rng = np.random.default_rng(seed)
+    n = 4000
+    X = rng.normal(size=(n, 8)).astype(np.float32)
+    s = rng.normal(size=n)
+    y = np.zeros(n, dtype=int)
+    loud = np.argsort(-s)[:60]  # the top-scored rows are the loud anomalies
+    y[loud] = 1
+    ring = rng.choice(np.setdiff1d(np.arange(n), loud), 60, replace=False)
+    y[ring] = 1
+    s[ring] = rng.uniform(1.0, 1.4, size=60)  # the ring scores just below the borderline normals
+    X[ring, 0] += 3.0
+    band = np.flatnonzero((s > 1.0) & (s < 2.0))
+    return X, rank_scores(s), y, band
+
+
+def test_offset_head_corrects_the_prior_without_inverting_it():
+    from active_learning.head import rank_logit
+
+    X, r, y, band = _biased_pool()
+    picks = np.random.default_rng(1).choice(band, 60, replace=False)  # labels only near the boundary
+    extra = r[:, None]
+    free = AnomalyHead(seed=0, cv_folds=2).fit(X[picks], y[picks], extra[picks])
+    anchored = AnomalyHead(seed=0, cv_folds=2, prior_labels=100.0).fit(
+        X[picks], y[picks], extra[picks], offset=rank_logit(r[picks]),
+        feature_stats=(np.r_[X.mean(0), r.mean()], np.r_[X.std(0), r.std()]),
+    )  # fmt: skip
+    p_free = free.predict_proba(X, extra)
+    p_anch = anchored.predict_proba(X, extra, offset=rank_logit(r))
+    auc_prior, auc_free, auc_anch = (roc_auc_score(y, v) for v in (r, p_free, p_anch))
+    # the labels taught the head about the ring, and the loud anomalies kept their rank
+    assert auc_anch > auc_prior + 0.02, (auc_prior, auc_anch)
+    assert auc_anch > auc_free + 0.05, (auc_free, auc_anch)
+
+
+def test_offset_is_required_once_fitted_with_one(tmp_path):
+    from active_learning.head import rank_logit
+
+    X, r, y, _ = _biased_pool()
+    head = AnomalyHead(**QUICK, prior_labels=10.0).fit(X[:500], y[:500], offset=rank_logit(r[:500]))
+    with pytest.raises(HeadError, match="fitted with an offset"):
+        head.predict_proba(X[:5])
+    with pytest.raises(HeadError, match="one value per row"):
+        head.predict_proba(X[:5], offset=np.zeros(4))
+    head.save(tmp_path / "h.safetensors")
+    again = AnomalyHead.load(tmp_path / "h.safetensors")
+    off = rank_logit(r[:50])
+    expected = head.predict_proba(X[:50], offset=off)
+    np.testing.assert_array_equal(again.predict_proba(X[:50], offset=off), expected)
+    with pytest.raises(HeadError, match="feature_stats must have width 8"):
+        AnomalyHead(**QUICK).fit(X[:100], y[:100], feature_stats=(np.zeros(3), np.ones(3)))
+
+
+def test_prior_labels_shrinks_towards_the_offset():
+    from active_learning.head import rank_logit
+
+    X, r, _labels, _band = _biased_pool()
+    rows = np.arange(40)
+    y_noise = np.random.default_rng(3).integers(0, 2, size=40)  # labels carrying no information
+    strong = AnomalyHead(**QUICK, prior_labels=1e4).fit(X[rows], y_noise, offset=rank_logit(r[rows]))
+    p = strong.predict_proba(X, offset=rank_logit(r))
+    # a prior worth 10,000 labels keeps the ranking the offset's (Spearman ~ 1)
+    corr = np.corrcoef(np.argsort(np.argsort(p)), np.argsort(np.argsort(r)))[0, 1]
+    assert corr > 0.99, corr
+    weak = AnomalyHead(**QUICK, weight_decay=0.0).fit(X[rows], y_noise, offset=rank_logit(r[rows]))
+    corr_weak = np.corrcoef(np.argsort(np.argsort(weak.predict_proba(X, offset=rank_logit(r)))),
+                            np.argsort(np.argsort(r)))[0, 1]  # fmt: skip
+    assert corr_weak < corr
