@@ -28,7 +28,7 @@ import polars as pl
 from anomaly_ssl.config import Config
 from anomaly_ssl.data import iter_sequence_batches
 from anomaly_ssl.errors import DataError, RunDirError
-from anomaly_ssl.io import atomic_write_with
+from anomaly_ssl.io import atomic_write_with, read_json
 from anomaly_ssl.pipeline import read_scores_meta
 from anomaly_ssl.run import RunDir
 
@@ -270,7 +270,7 @@ def query_labels(
     if n_new:
         inputs = QueryInputs(
             scores=scores["score"].to_numpy().astype(np.float64),
-            threshold=float(meta.get("threshold", scores["threshold"][0])),
+            threshold=query_boundary(run, scores, meta),
             embeddings=emb,
             n_pool=scores.height,
         )
@@ -336,6 +336,30 @@ def query_labels(
     )
 
 
+def query_boundary(run: RunDir, scores: pl.DataFrame, meta: dict[str, Any]) -> float:
+    """The score that uncertainty sampling treats as the decision boundary.
+
+    Before fine-tuning: the detector's threshold.  After: the fine-tuned score's
+    quantile that flags as large a share of these sequences as the unsupervised
+    threshold does.  The head's own threshold is cross-validated on the labels,
+    which query strategies chose and which hold far more anomalies than the
+    pool; as a boundary for the *pool* it drifts (and, measured on the simulated
+    shop, makes the next labels less useful).
+    """
+    threshold = float(meta.get("threshold", scores["threshold"][0]))
+    has_head = "head_proba" in scores.columns and scores["head_proba"].null_count() < scores.height
+    detector_json = run.detector_dir / "detector.json"
+    if not has_head or "unsup_score" not in scores.columns or not detector_json.is_file():
+        return threshold
+    unsup_threshold = float(read_json(detector_json)["threshold"])
+    share = float((scores["unsup_score"].to_numpy() > unsup_threshold).mean())
+    if not 0.0 < share < 1.0:
+        return threshold
+    boundary = float(np.quantile(scores["score"].to_numpy().astype(np.float64), 1.0 - share))
+    log.info("query boundary %.4f: flags the unsupervised share %.2f%% of the pool", boundary, 100 * share)
+    return boundary
+
+
 def _owed_rows(
     qlog: QueryLog, client: LabelStudioClient, project_id: int, labelled: set[str], ids: list[str]
 ) -> np.ndarray:
@@ -380,8 +404,6 @@ def _next_round(qlog: QueryLog) -> int:
 
 
 def _data_from_card(run: RunDir) -> str:
-    from anomaly_ssl.io import read_json
-
     return str(read_json(run.card_path)["data"]["path"])
 
 

@@ -659,3 +659,25 @@ def test_task_records_from_real_scores(scored_template: TinyRun):
         assert set(rec["detector_contributions"]) == set(cfg.detect.members)
     with pytest.raises(DataError, match=r"sequences \['nobody:0'\] of the score file are not in the data"):
         fetch_sequences(scored_template.events, cfg, {"nobody:0"})
+
+
+def test_query_boundary_keeps_the_unsupervised_flag_rate_after_finetuning(tmp_path):
+    from active_learning.loop import query_boundary
+    from anomaly_ssl.io import write_json
+    from anomaly_ssl.run import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.detector_dir.mkdir(parents=True)
+    write_json(run.detector_dir / "detector.json", {"threshold": 0.9})
+    rng = np.random.default_rng(0)
+    unsup = rng.uniform(size=1000)  # 10% above the unsupervised threshold 0.9
+    head_score = rng.uniform(size=1000) ** 3  # a differently scaled fine-tuned score
+    no_head = pl.Series([None] * 1000, dtype=pl.Float64)
+    before = pl.DataFrame({"score": unsup, "unsup_score": unsup, "head_proba": no_head, "threshold": 0.9})
+    assert query_boundary(run, before, {"threshold": 0.9}) == 0.9
+    after = pl.DataFrame(
+        {"score": head_score, "unsup_score": unsup, "head_proba": head_score, "threshold": 0.5}
+    )
+    boundary = query_boundary(run, after, {"threshold": 0.5})
+    assert boundary != 0.5
+    assert abs((head_score > boundary).mean() - (unsup > 0.9).mean()) < 0.002
