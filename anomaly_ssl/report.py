@@ -254,13 +254,22 @@ def _header(ctx: dict, card: dict | None) -> str:
              ]  # fmt: skip
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
     nav = "".join(f'<a href="#{k}">{_e(t)}</a>' for k, t in SECTIONS)
+    if str(ctx["version"]).startswith("head-"):
+        threshold_how = (
+            "the score comes from a head fine-tuned on the annotators' labels, and its threshold was chosen "
+            f"by cross-validation on those labels ({_e(ctx['source'])}), never on an evaluation labels file"
+        )
+    else:
+        threshold_how = (
+            "the threshold was set <b>without labels</b>, from the distribution of the training scores "
+            f"({_e(ctx['source'])})"
+        )
     how = (
         "Each row is one sequence (a session, or one entity's activity). Its <b>score</b> says how "
         "unusual it is compared with the training data: <b>higher = more unusual</b>. Sequences above the "
-        "<b>threshold</b> are flagged; the threshold was set <b>without labels</b>, from the distribution of "
-        f"the training scores ({_e(ctx['source'])}). For the top sequences the report shows the events the "
-        "model found most surprising (and what it expected instead), which detectors drove the score, and "
-        "the most similar normal sequences to compare with."
+        f"<b>threshold</b> are flagged; {threshold_how}. For the top sequences the report shows the events "
+        "the model found most surprising (and what it expected instead), which detectors drove the score, "
+        "and the most similar normal sequences to compare with."
     )
     return (f'<header class="top"><div class="container"><h1>Anomaly report <span>{_e(ctx["rd"].path.name)}'
             f'</span></h1><dl class="facts">{dl}</dl><nav>{nav}</nav></div></header>\n'
