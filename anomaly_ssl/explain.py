@@ -57,6 +57,29 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _gather(column: pl.Series, seg: np.ndarray, pos: np.ndarray) -> list[Any]:
+    """``column[seg[i]][min(pos[i], len - 1)]`` for every i (None for a missing list)."""
+    lengths = column.list.len().fill_null(0).to_numpy().astype(np.int64)
+    if len(seg) == 0:
+        return []
+    if (lengths == 0).any():  # null or empty lists explode to a null row: go row by row
+        rows = column.to_list()
+        return [
+            None if not rows[s] else rows[s][min(p, len(rows[s]) - 1)]
+            for s, p in zip(seg.tolist(), pos.tolist())
+        ]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    index = starts[seg] + np.minimum(pos, lengths[seg] - 1)
+    return column.explode().gather(index).to_list()
+
+
+def _iso_column(values: list[Any]) -> list[str | None]:
+    """:func:`_iso` of many timestamps (unix seconds), vectorised."""
+    secs = pl.Series(values, dtype=pl.Float64, nan_to_null=True)
+    micros = (secs * 1_000_000).round().cast(pl.Int64)
+    return pl.from_epoch(micros, time_unit="us").dt.strftime("%Y-%m-%d %H:%M:%S").to_list()
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 4)
@@ -114,35 +137,31 @@ def explanation_columns(
     topk : int
         Events per sequence.
     """
-    events = table["event"].to_list()
-    times = table["ts"].to_list() if "ts" in table.columns else [None] * len(table)
-    attrs = {c: table[c].to_list() for c in attr_columns if c in table.columns}
     seg, pos, val = top_surprising(per_event, offsets, eos_nll, topk)
     exp_ids = np.where(
         pos < np.diff(offsets)[seg], expected[np.minimum(offsets[seg] + pos, len(expected) - 1)], -1
     )
     names = decode_event(np.maximum(exp_ids, 0))
-    # built column by column (a per-row list of dicts costs polars ~10x more)
-    col_time: list[str | None] = []
-    col_event: list[str] = []
+    # only the chosen positions are pulled out of the list columns (gathered from the
+    # flattened columns), and the output is built column by column: converting whole
+    # list columns, or building a list of dicts per row, costs polars ~10x more
+    lengths = table["event"].list.len().to_numpy().astype(np.int64)
+    at_end = pos >= lengths[seg]
+    col_event = _gather(table["event"], seg, pos)
+    col_event = [END_EVENT if e else str(v) for v, e in zip(col_event, at_end.tolist())]
+    col_time: list[str | None]
+    if "ts" in table.columns:
+        col_time = _iso_column(_gather(table["ts"], seg, pos))
+    else:
+        col_time = [None] * len(seg)
+    attrs = {c: _gather(table[c], seg, pos) for c in attr_columns if c in table.columns}
     col_attrs: list[str] = []
-    for s, p in zip(seg.tolist(), pos.tolist()):
-        evs = events[s]
-        at_end = p >= len(evs)
-        ts_list = times[s]
-        col_time.append(None if ts_list is None else _iso(ts_list[min(p, len(ts_list) - 1)]))
-        col_event.append(END_EVENT if at_end else str(evs[p]))
-        col_attrs.append(
-            "{}"
-            if at_end or not attrs
-            else json.dumps(
-                {
-                    c: _plain(vals[s][p])
-                    for c, vals in attrs.items()
-                    if vals[s] is not None and vals[s][p] is not None
-                }
-            )
-        )
+    for i, end in enumerate(at_end.tolist()):
+        if end or not attrs:
+            col_attrs.append("{}")
+            continue
+        col_attrs.append(json.dumps({c: _plain(vals[i]) for c, vals in attrs.items() if vals[i] is not None}))
+    events = table["event"].to_list()
     flat = pl.DataFrame(
         {
             "pos": pl.Series(pos, dtype=pl.Int32),
