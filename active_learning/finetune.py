@@ -230,10 +230,10 @@ def pool_feature_stats(
         emb_stats = _column_stats(emb)
     ext_stats = None
     latest = run.latest_scores_path
-    if latest.is_file():
-        cols = ["unsup_score"] + [f"contrib_{m}" for m in members]
-        frame = pl.read_parquet(latest)
-        if all(c in frame.columns for c in cols) and frame.height > 1:
+    cols = ["unsup_score"] + [f"contrib_{m}" for m in members]
+    if latest.is_file() and set(cols) <= set(pl.read_parquet_schema(latest)):
+        frame = pl.read_parquet(latest, columns=cols)  # not the explanation columns
+        if frame.height > 1:
             _r, pool_extra = head_features(
                 frame["unsup_score"].to_numpy(),
                 {m: frame[f"contrib_{m}"].to_numpy() for m in members},
