@@ -31,22 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from headless_chromium import chrome_driver  # noqa: E402 (scripts/ is on sys.path)
+
 from active_learning.ls_client import LabelStudioClient  # noqa: E402
 from active_learning.ls_mapping import build_task, render_label_config  # noqa: E402
 from active_learning.ls_server import LabelStudioServer  # noqa: E402
 
-CHROME_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-]
 TAXONOMY = [
     "scraping_bot",
     "order_brushing",
@@ -161,18 +151,11 @@ def screenshot(
     ``fill = (choice, anomaly type, note)`` clicks the answers in as an annotator
     would (before the screenshot); ``submit`` then presses Submit.
     """
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--window-size={width},{height}")
-    options.binary_location = "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver = chrome_driver(width, height, chromedriver=chromedriver)
     try:
         driver.get(f"{url}/user/login/")
         wait = WebDriverWait(driver, 90)

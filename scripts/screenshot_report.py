@@ -22,19 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from headless_chromium import chrome_driver  # scripts/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROME_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-]
 
 
 def screenshot(
@@ -53,15 +43,7 @@ def screenshot(
     dict
         ``title``, ``images`` (how many), ``width`` and ``height`` of the page in CSS pixels.
     """
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--window-size={width},1000")
-    options.binary_location = browser
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver = chrome_driver(width, 1000, browser, chromedriver)
     try:
         driver.get(report.resolve().as_uri())
         time.sleep(0.5)  # let fonts and images settle
