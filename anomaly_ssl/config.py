@@ -342,7 +342,8 @@ class DetectConfig:
     k: int = 10
     knn_aggregate: Literal["mean", "kth"] = "mean"
     metric: Literal["l2", "cosine"] = "cosine"
-    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
+    #: ``auto``: exact (flat, or pruned from 20,000 vectors on the CPU) up to ``exact_max``, IVF above
+    index: Literal["auto", "flat", "pruned", "ivf", "hnsw"] = "auto"
     #: up to this many reference vectors the index is exact
     exact_max: int = 100_000
     #: use faiss on the GPU when one is present (no silent fallback when forced)

@@ -1,9 +1,14 @@
 """Nearest-neighbour search over float32 vectors: faiss, with an exact numpy reference.
 
-:class:`VectorIndex` wraps faiss.  Small sets (``n <= exact_max``) use an exact
-flat index; larger ones an IVF or HNSW index whose recall@k is measured against
-exact search on a sample of the indexed vectors and tuned (``nprobe`` /
-``efSearch``) until it reaches ``target_recall``.  The GPU is used through the
+:class:`VectorIndex` wraps faiss.  Sets up to ``exact_max`` vectors are searched
+exactly: small ones by a flat (brute-force BLAS) index, larger ones on the CPU by
+*pruned* search, an IVF partition searched with a triangle-inequality bound so
+that every list that could hold a closer point is scanned (the same neighbours
+as flat search, far fewer distance computations on clustered data; queries the
+bound cannot prune go to flat search).  Beyond ``exact_max`` an IVF or HNSW
+index is used whose recall@k is measured against exact search on a sample of
+the indexed vectors and tuned (``nprobe`` / ``efSearch``) until it reaches
+``target_recall``.  The GPU is used through the
 same code path (``faiss.index_cpu_to_gpu``) when asked; the decision comes from
 :func:`anomaly_ssl.device.use_faiss_gpu`, which never falls back silently.
 :class:`NumpyIndex` is the brute-force reference with the same API.  Distances
@@ -25,9 +30,18 @@ from .io import atomic_write_with, read_json, write_json
 log = logging.getLogger(__name__)
 
 Metric = Literal["l2", "cosine"]
-IndexKind = Literal["auto", "flat", "ivf", "hnsw"]
+IndexKind = Literal["auto", "flat", "pruned", "ivf", "hnsw"]
 #: largest k faiss GPU indexes can return
 GPU_MAX_K = 2048
+#: lists probed by the first pass of pruned search (its k-th distance bounds the second pass)
+PRUNED_FIRST_PROBE = 8
+#: a query whose bound leaves more than this share of the vectors to scan goes to flat search
+#: (scanning IVF lists costs about ten times a BLAS distance per vector)
+PRUNED_MAX_SCAN = 0.05
+#: lists of the pruned search's partition per sqrt(n) vectors
+PRUNED_LISTS_PER_SQRT_N = 2.0
+#: queries per block of pruned search (a block holds block x nlist centroid distances)
+PRUNED_BLOCK = 2048
 
 
 def _faiss():
@@ -207,10 +221,16 @@ class VectorIndex(_BaseIndex):
     ----------
     metric : {'l2', 'cosine'}
         ``cosine`` L2-normalises vectors and searches by inner product.
-    kind : {'auto', 'flat', 'ivf', 'hnsw'}
-        ``auto``: exact flat search up to ``exact_max`` vectors, IVF above.
+    kind : {'auto', 'flat', 'pruned', 'ivf', 'hnsw'}
+        ``flat`` and ``pruned`` are exact; ``ivf`` and ``hnsw`` approximate.
+        ``auto``: flat search up to ``pruned_min`` vectors (and on the GPU up to
+        ``exact_max``), pruned search up to ``exact_max``, IVF above.
+        ``pruned`` is CPU-only and keeps a flat copy of the vectors for the
+        queries its bound cannot prune (twice the memory of ``flat``).
     exact_max : int
         Largest set searched exactly when ``kind='auto'``.
+    pruned_min : int
+        Smallest set ``kind='auto'`` searches by pruned search on the CPU.
     gpu : bool
         Put the index on GPU 0 (decide with :func:`anomaly_ssl.device.use_faiss_gpu`).
     seed : int
@@ -224,9 +244,12 @@ class VectorIndex(_BaseIndex):
     Attributes
     ----------
     kind_ : str
-        The index type actually built (``flat``, ``ivf`` or ``hnsw``).
+        The index type actually built (``flat``, ``pruned``, ``ivf`` or ``hnsw``).
     recall_ : float
         Measured recall@k of the approximate index (1.0 for exact search).
+    pruned_stats_ : dict
+        After a pruned search: queries, the share sent to flat search and the
+        mean share of vectors scanned per pruned query.
     nprobe_, ef_search_ : int or None
         The tuned search parameter of IVF / HNSW indexes.
     """
@@ -241,10 +264,12 @@ class VectorIndex(_BaseIndex):
         target_recall: float = 0.95,
         recall_k: int = 10,
         recall_sample: int = 1000,
+        pruned_min: int = 20_000,
     ) -> None:
         self.metric = metric
         self.kind = kind
         self.exact_max = exact_max
+        self.pruned_min = pruned_min
         self.gpu = gpu
         self.seed = seed
         self.target_recall = target_recall
@@ -255,20 +280,30 @@ class VectorIndex(_BaseIndex):
     def build(self, X: np.ndarray) -> VectorIndex:
         """Index the rows of ``X`` (float, shape (n, d)); returns ``self``."""
         self._check_metric()
-        if self.kind not in ("auto", "flat", "ivf", "hnsw"):
-            raise ConfigError(f"index kind must be auto, flat, ivf or hnsw, got {self.kind!r}")
+        if self.kind not in ("auto", "flat", "pruned", "ivf", "hnsw"):
+            raise ConfigError(f"index kind must be auto, flat, pruned, ivf or hnsw, got {self.kind!r}")
         faiss = _faiss()
         x = self._prepare(X, "X")
         self.n_, self.d_ = x.shape
         kind = self.kind
         if kind == "auto":
-            kind = "flat" if self.n_ <= self.exact_max else "ivf"
-        if self.gpu and kind == "hnsw":
-            raise ConfigError("faiss has no GPU HNSW index; use index kind 'ivf' or 'flat' with the GPU")
+            if self.n_ > self.exact_max:
+                kind = "ivf"
+            else:
+                kind = "pruned" if self.n_ >= self.pruned_min and not self.gpu else "flat"
+        if self.gpu and kind in ("hnsw", "pruned"):
+            raise ConfigError(
+                f"faiss has no GPU {kind} index; use index kind 'flat' (exact) or 'ivf' with the GPU"
+            )
         self.kind_ = kind
         fm = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
         self.nprobe_: int | None = None
         self.ef_search_: int | None = None
+        if kind == "pruned":
+            self._build_pruned(x)
+            self.recall_ = 1.0
+            log.debug("built pruned index over %d x %d (%s)", self.n_, self.d_, self.metric)
+            return self
         if kind == "flat":
             cpu = faiss.IndexFlatIP(self.d_) if self.metric == "cosine" else faiss.IndexFlatL2(self.d_)
         elif kind == "ivf":
@@ -289,6 +324,110 @@ class VectorIndex(_BaseIndex):
             self._tune(x)
         log.debug("built %s index over %d x %d (%s)", self.kind_, self.n_, self.d_, self.metric)
         return self
+
+    # ---------------------------------------------------------- pruned search
+    def _build_pruned(self, x: np.ndarray) -> None:
+        """IVF partition of ``x`` (L2; ``x`` already normalised for cosine) plus list radii."""
+        faiss = _faiss()
+        nlist = int(max(1, min(round(PRUNED_LISTS_PER_SQRT_N * np.sqrt(self.n_)), self.n_ // 39 or 1)))
+        quantizer = faiss.IndexFlatL2(self.d_)
+        ivf = faiss.IndexIVFFlat(quantizer, self.d_, nlist, faiss.METRIC_L2)
+        ivf.cp.seed = int(self.seed)
+        ivf.train(x)
+        ivf.add(x)
+        self._quantizer = quantizer
+        self._index = ivf
+        self._init_pruned(x)
+
+    def _init_pruned(self, x: np.ndarray) -> None:
+        """Centroids, list sizes and radii read back from the built IVF (and the flat copy)."""
+        faiss = _faiss()
+        ivf = self._index
+        nlist = int(ivf.nlist)
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        centroids = quantizer.reconstruct_n(0, nlist).astype(np.float64)
+        invlists = ivf.invlists
+        owner = np.empty(self.n_, dtype=np.int64)
+        sizes = np.empty(nlist, dtype=np.int64)
+        for lst in range(nlist):
+            size = int(invlists.list_size(lst))
+            sizes[lst] = size
+            if size:
+                owner[faiss.rev_swig_ptr(invlists.get_ids(lst), size)] = lst
+        # radius of each list: the farthest member from its centroid, in float64 and rounded
+        # up so that float32 rounding elsewhere can only widen the search, never narrow it
+        dist = np.linalg.norm(x.astype(np.float64) - centroids[owner], axis=1)
+        radius = np.zeros(nlist, dtype=np.float64)
+        np.maximum.at(radius, owner, dist)
+        self._radius = radius * (1 + 1e-5) + 1e-6
+        self._quantizer = quantizer
+        self._centroids = centroids.astype(np.float32)
+        self._centroid_sq = (centroids**2).sum(axis=1)
+        self._list_sizes = sizes
+        self._flat = faiss.IndexFlatL2(self.d_)
+        self._flat.add(x)
+
+    def _search_pruned(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k-NN: probe a few lists, then scan every list the bound cannot rule out.
+
+        For a query at distance ``d_c`` from centroid ``c`` of radius ``r_c``, no
+        member of list ``c`` is nearer than ``d_c - r_c``; lists whose bound
+        exceeds the k-th distance found by the first probe are skipped.
+        Returns squared L2 distances and ids.
+        """
+        ivf = self._index
+        nlist = int(ivf.nlist)
+        first = min(PRUNED_FIRST_PROBE, nlist)
+        m = len(q)
+        out_d = np.empty((m, k), dtype=np.float32)
+        out_i = np.empty((m, k), dtype=np.int64)
+        to_flat = np.zeros(m, dtype=bool)
+        scanned = 0.0
+        sizes = self._list_sizes.astype(np.float64)
+        # relative error bound of a float32 dot product or squared distance over d terms
+        eps = self.d_ * 2.0**-23
+        for a in range(0, m, PRUNED_BLOCK):
+            qb = q[a : a + PRUNED_BLOCK]
+            qsq = (qb.astype(np.float64) ** 2).sum(axis=1)
+            cross = (qb @ self._centroids.T).astype(np.float64)
+            dc = np.maximum(qsq[:, None] + self._centroid_sq[None, :] - 2.0 * cross, 0.0)  # (b, nlist)
+            probe_d, probe = self._quantizer.search(qb, first)
+            ivf.nprobe = first
+            d1, _ = ivf.search_preassigned(qb, k, probe, probe_d)
+            # the k-th distance found so far bounds the true one (inf when fewer than k found)
+            kth = np.sqrt(np.maximum(d1[:, k - 1].astype(np.float64), 0.0)) * (1 + eps) + 1e-6
+            kth[~np.isfinite(d1[:, k - 1])] = np.inf
+            # the float32 product q.c is off by at most eps * |q| |c| <= eps * (|q|^2 + |c|^2) / 2:
+            # lower dc by twice that, so rounding can only widen the search
+            slack = eps * (qsq[:, None] + self._centroid_sq[None, :])
+            lower = np.sqrt(np.maximum(dc - slack, 0.0)) - self._radius[None, :]
+            need = lower <= kth[:, None]  # (b, nlist)
+            share = (need * sizes[None, :]).sum(axis=1) / self.n_
+            heavy = share > PRUNED_MAX_SCAN
+            to_flat[a : a + len(qb)] = heavy
+            light = np.flatnonzero(~heavy)
+            if len(light):
+                scanned += float(share[light].sum())
+                nl = need[light]
+                counts = nl.sum(axis=1)
+                rows, cols = np.nonzero(nl)
+                starts = np.cumsum(counts) - counts
+                assign = np.full((len(light), int(counts.max())), -1, dtype=np.int64)
+                assign[rows, np.arange(len(rows)) - np.repeat(starts, counts)] = cols
+                ivf.nprobe = assign.shape[1]
+                d2, i2 = ivf.search_preassigned(np.ascontiguousarray(qb[light]), k, assign, None)
+                out_d[a + light], out_i[a + light] = d2, i2
+        heavy_rows = np.flatnonzero(to_flat)
+        if len(heavy_rows):
+            out_d[heavy_rows], out_i[heavy_rows] = self._flat.search(np.ascontiguousarray(q[heavy_rows]), k)
+        n_light = m - len(heavy_rows)
+        self.pruned_stats_ = {
+            "queries": m,
+            "flat_share": len(heavy_rows) / m,
+            "scanned_share": scanned / n_light if n_light else None,
+        }
+        log.debug("pruned search: %s", self.pruned_stats_)
+        return out_d, out_i
 
     def _to_device(self, cpu_index):
         if not self.gpu:
@@ -343,6 +482,11 @@ class VectorIndex(_BaseIndex):
             raise ConfigError(
                 f"faiss GPU search supports k <= {GPU_MAX_K}, got k={k}; lower k or use the CPU"
             )
+        if self.kind_ == "pruned":
+            D, nbr = self._search_pruned(q, k)
+            if self.metric == "cosine":  # unit vectors: |a - b|^2 = 2 - 2 cos
+                D = 1.0 - D / 2.0
+            return D, nbr
         D, nbr = self._index.search(q, k)
         missing = (nbr < 0).any(axis=1)
         if missing.any() and self.kind_ == "ivf":
@@ -378,6 +522,7 @@ class VectorIndex(_BaseIndex):
             "target_recall": self.target_recall,
             "recall_k": self.recall_k,
             "recall_sample": self.recall_sample,
+            "pruned_min": self.pruned_min,
             "n": self.n_,
             "d": self.d_,
             "recall": self.recall_,
@@ -398,12 +543,22 @@ class VectorIndex(_BaseIndex):
             target_recall=meta["target_recall"],
             recall_k=meta["recall_k"],
             recall_sample=meta["recall_sample"],
+            pruned_min=meta.get("pruned_min", 20_000),
         )
         self.kind_ = meta["kind_"]
         self.n_, self.d_ = int(meta["n"]), int(meta["d"])
         self.recall_ = float(meta["recall"])
         self.nprobe_, self.ef_search_ = meta["nprobe"], meta["ef_search"]
         cpu = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+        if self.kind_ == "pruned":
+            if gpu:
+                raise ConfigError("a pruned index is CPU-only; load it with the GPU off")
+            self._index = cpu
+            cpu.make_direct_map()
+            vectors = cpu.reconstruct_n(0, self.n_)
+            cpu.set_direct_map_type(faiss.DirectMap.NoMap)
+            self._init_pruned(vectors)
+            return self
         self._index = self._to_device(cpu)
         if self.nprobe_ is not None:
             self._set_param("nprobe", self.nprobe_)

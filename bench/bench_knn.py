@@ -1,12 +1,18 @@
 """Benchmark: faiss (VectorIndex) vs scikit-learn NearestNeighbors (PyOD KNN's backend).
 
 The workload is what fitting a kNN detector does: the k nearest neighbours of
-every training vector among the others (self excluded).  Both sides are exact;
-the script checks that they return the same neighbours (rows that differ must
-be explained by distance ties) and prints wall times, the speed ratio and the
-exact command line.  ``--ivf`` adds the approximate IVF index with its recall.
+every training vector among the others (self excluded).  The faiss side is the
+exact search the tool uses at this size (``VectorIndex(kind='auto')``: pruned
+search from 20,000 vectors, flat below) and plain flat search; scikit-learn is
+exact.  The script checks that they return the same neighbours (rows that
+differ must be explained by distance ties) and prints wall times (index build
+included), the speed ratios and the exact command line.  ``--ivf`` adds the
+approximate IVF index with its recall.  ``--embeddings FILE.npy`` benchmarks
+real embeddings instead of synthetic data (e.g. a run's
+``detector/train_embeddings.npy``).
 
     python bench/bench_knn.py --n 100000 --d 64 --k 10 --data clustered
+    python bench/bench_knn.py --embeddings runs/shop/detector/train_embeddings.npy
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ def main() -> int:
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--data", choices=["random", "clustered"], default="clustered")
-    ap.add_argument("--metric", choices=["l2"], default="l2")
+    ap.add_argument("--embeddings", help="a .npy float matrix to benchmark instead of synthetic data")
+    ap.add_argument("--metric", choices=["l2", "cosine"], default="l2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--sklearn-algorithm", default="auto", help="NearestNeighbors algorithm (PyOD default: auto)"
@@ -83,36 +90,62 @@ def main() -> int:
         f"load average {os.getloadavg()[0]:.1f}; faiss {faiss.__version__}, sklearn {sklearn.__version__}; "
         f"{args.threads} thread(s) per side"
     )
-    X = make_data(args.data, args.n, args.d, args.seed)
+    if args.embeddings:
+        X = np.ascontiguousarray(np.load(args.embeddings), dtype=np.float32)
+        source = f"embeddings {args.embeddings}"
+    else:
+        X = make_data(args.data, args.n, args.d, args.seed)
+        source = f"{args.data} synthetic"
+    n, d = X.shape
     print(
-        f"data: {args.data} float32 n={args.n} d={args.d}, k={args.k}, self excluded, "
-        f"all {args.n} vectors as queries"
+        f"data: {source}, float32 n={n} d={d}, metric {args.metric}, k={args.k}, self excluded, "
+        f"all {n} vectors as queries"
     )
+    # sklearn's cosine brute force is the same as l2 on unit vectors; normalise once for both
+    Xs = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12) if args.metric == "cosine" else X
+    Xs = np.ascontiguousarray(Xs, dtype=np.float32)
 
-    def run_faiss():
-        idx = VectorIndex(metric="l2", kind="flat").build(X)
-        return idx.search(X, args.k, exclude_self=True)
+    def run_faiss(kind: str):
+        idx = VectorIndex(metric=args.metric, kind=kind).build(X)
+        out = idx.search(X, args.k, exclude_self=True)
+        return idx, out
 
     def run_sklearn():
-        nn = NearestNeighbors(n_neighbors=args.k + 1, algorithm=args.sklearn_algorithm, n_jobs=args.threads)
-        nn.fit(X)
-        D, nbr = nn.kneighbors(X)
+        nn = NearestNeighbors(
+            n_neighbors=args.k + 1, algorithm=args.sklearn_algorithm, n_jobs=args.threads,
+            metric="cosine" if args.metric == "cosine" else "minkowski",
+        )
+        nn.fit(Xs)
+        D, nbr = nn.kneighbors(Xs)
         # drop each row's own index (not blindly the first column: duplicates tie at 0)
-        is_self = np.arange(len(X))[:, None] == nbr
+        is_self = np.arange(n)[:, None] == nbr
         remove = np.where(is_self.any(1), is_self.argmax(1), args.k)
         keep = np.arange(args.k + 1)[None, :] != remove[:, None]
-        return D[keep].reshape(len(X), args.k).astype(np.float32), nbr[keep].reshape(len(X), args.k)
+        return D[keep].reshape(n, args.k).astype(np.float32), nbr[keep].reshape(n, args.k)
 
-    (D_f, I_f), t_faiss = timed(run_faiss)
-    print(f"faiss  IndexFlatL2 (exact): {t_faiss:8.2f} s")
     (D_s, I_s), t_sk = timed(run_sklearn)
     print(f"sklearn NearestNeighbors(algorithm={args.sklearn_algorithm!r}): {t_sk:8.2f} s")
-    compare("faiss vs sklearn", D_s, I_s, D_f, I_f)
-    print(f"speed-up faiss / sklearn: {t_sk / t_faiss:.1f}x")
+    (idx, (D_a, I_a)), t_auto = timed(lambda: run_faiss("auto"))
+    stats = getattr(idx, "pruned_stats_", None)
+    extra = (
+        f"; {stats['flat_share']:.1%} of queries sent to flat search, "
+        f"{stats['scanned_share']:.2%} of the vectors scanned per pruned query"
+        if stats and stats["scanned_share"] is not None else ""
+    )
+    print(f"faiss  VectorIndex auto -> {idx.kind_} (exact): {t_auto:8.2f} s incl. build{extra}")
+    compare(f"faiss {idx.kind_} vs sklearn", D_s, I_s, D_a, I_a)
+    print(f"speed-up faiss {idx.kind_} / sklearn: {t_sk / t_auto:.1f}x")
+    if idx.kind_ != "flat":
+        (_, (D_f, I_f)), t_flat = timed(lambda: run_faiss("flat"))
+        print(f"faiss  IndexFlat (exact, brute force): {t_flat:8.2f} s")
+        compare("faiss flat vs sklearn", D_s, I_s, D_f, I_f)
+        print(f"speed-up faiss flat / sklearn: {t_sk / t_flat:.1f}x")
+    else:
+        I_f = I_a
 
     if args.ivf:
         def run_ivf():
-            idx = VectorIndex(metric="l2", kind="ivf", seed=args.seed).build(X)
+            idx = VectorIndex(metric=args.metric, kind="ivf", seed=args.seed).build(X)
             return idx, idx.search(X, args.k, exclude_self=True)
 
         (idx, (_, I_i)), t_ivf = timed(run_ivf)

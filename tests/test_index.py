@@ -35,6 +35,71 @@ def test_faiss_flat_matches_numpy_reference(metric, exclude_self):
     assert (np.diff(Df, axis=1) >= -1e-6).all(), "distances must be ascending"
 
 
+def _many_clusters(n: int, seed: int = 1, d: int = 8) -> np.ndarray:
+    """200 tight clusters: each under 1% of the set, so the pruning bound has room to work."""
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(0).normal(scale=6.0, size=(200, d))
+    return (centers[rng.integers(0, 200, n)] + 0.5 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def _assert_exact_up_to_ties(X, Q, metric, I_found, D_ref, I_ref, exclude_self):
+    """Same neighbours as the reference; where ids differ, their exact distances must tie."""
+    same = (I_found == I_ref).all(axis=1)
+    assert same.mean() > 0.99, f"only {same.mean():.2%} of rows identical"
+    X64, Q64 = X.astype(np.float64), Q.astype(np.float64)
+    for r in np.flatnonzero(~same):
+        if metric == "cosine":
+            u = X64[I_found[r]] / np.linalg.norm(X64[I_found[r]], axis=1, keepdims=True)
+            dist = 1.0 - u @ (Q64[r] / np.linalg.norm(Q64[r]))
+        else:
+            dist = np.linalg.norm(X64[I_found[r]] - Q64[r], axis=1)
+        assert not exclude_self or r not in I_found[r]
+        np.testing.assert_allclose(np.sort(dist), D_ref[r], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_pruned_search_is_exact_and_prunes(metric, exclude_self):
+    X = _many_clusters(8000)
+    Q = X if exclude_self else _many_clusters(300, seed=9)
+    idx = VectorIndex(metric=metric, kind="pruned").build(X)
+    Dp, Ip = idx.search(Q, 12, exclude_self=exclude_self)
+    Dn, In = NumpyIndex(metric=metric).build(X).search(Q, 12, exclude_self=exclude_self)
+    assert idx.kind_ == "pruned" and idx.recall_ == 1.0
+    _assert_exact_up_to_ties(X, Q, metric, Ip, Dn, In, exclude_self)
+    np.testing.assert_allclose(Dp, Dn, atol=1e-4)
+    stats = idx.pruned_stats_
+    # the bound must actually skip lists on clustered data (else this is slow flat search)
+    assert stats["flat_share"] < 0.5 and stats["scanned_share"] < 0.5, stats
+
+
+def test_pruned_search_falls_back_to_flat_where_the_bound_cannot_prune():
+    X = _data(4000, 32)  # isotropic noise: every list may hold a near neighbour
+    idx = VectorIndex(metric="l2", kind="pruned").build(X)
+    _, Ip = idx.search(X, 5, exclude_self=True)
+    _, In = NumpyIndex("l2").build(X).search(X, 5, exclude_self=True)
+    np.testing.assert_array_equal(Ip, In)
+    assert idx.pruned_stats_["flat_share"] > 0.5
+
+
+def test_pruned_search_with_far_queries_and_large_k_is_exact():
+    X = _clustered(5000, d=8)
+    rng = np.random.default_rng(3)
+    Q = rng.normal(scale=30.0, size=(200, 8)).astype(np.float32)  # far from every cluster
+    for k in (1, 60):
+        _, Ip = VectorIndex(metric="l2", kind="pruned").build(X).search(Q, k)
+        _, In = NumpyIndex("l2").build(X).search(Q, k)
+        np.testing.assert_array_equal(Ip, In)
+
+
+def test_auto_picks_pruned_search_for_mid_sized_sets_on_the_cpu():
+    X = _clustered(3000)
+    assert VectorIndex(kind="auto", pruned_min=2000).build(X).kind_ == "pruned"
+    assert VectorIndex(kind="auto", pruned_min=4000).build(X).kind_ == "flat"
+    with pytest.raises(ConfigError, match="no GPU pruned"):
+        VectorIndex(kind="pruned", gpu=True).build(X)
+
+
 def test_distances_are_euclidean_and_one_minus_cosine():
     X = _data(60, 5)
     q = X[:3]
@@ -46,11 +111,13 @@ def test_distances_are_euclidean_and_one_minus_cosine():
     np.testing.assert_allclose(D, 1.0 - cos, atol=1e-5)
 
 
-@pytest.mark.parametrize("index_cls", [VectorIndex, NumpyIndex])
-def test_exclude_self_removes_own_id_but_keeps_duplicates(index_cls):
+@pytest.mark.parametrize(
+    "make", [VectorIndex, NumpyIndex, lambda metric: VectorIndex(metric, kind="pruned")]
+)
+def test_exclude_self_removes_own_id_but_keeps_duplicates(make):
     X = _data(100, 4)
     X[10] = X[11] = X[12] = X[0]  # four identical rows tie at distance 0
-    D, nbr = index_cls(metric="l2").build(X).search(X, 3, exclude_self=True)
+    D, nbr = make(metric="l2").build(X).search(X, 3, exclude_self=True)
     assert not (nbr == np.arange(len(X))[:, None]).any(), "a row returned itself"
     for i in (0, 10, 11, 12):
         assert set(nbr[i]) == {0, 10, 11, 12} - {i}
@@ -79,7 +146,7 @@ def test_auto_switches_to_ivf_above_exact_max():
     assert VectorIndex(kind="auto", exact_max=1000, recall_sample=100).build(X).kind_ == "ivf"
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "pruned", "ivf"])
 def test_save_load_round_trip(tmp_path, kind):
     X = _clustered(3000)
     idx = VectorIndex(metric="cosine", kind=kind, recall_sample=100).build(X)
@@ -114,7 +181,7 @@ def test_input_checks_have_clear_errors():
         NumpyIndex().search(X, 2)
     with pytest.raises(ConfigError, match="metric"):
         VectorIndex(metric="dot").build(X)
-    with pytest.raises(ConfigError, match="no GPU HNSW"):
+    with pytest.raises(ConfigError, match="no GPU hnsw"):
         VectorIndex(kind="hnsw", gpu=True).build(X)
 
 

@@ -177,7 +177,7 @@ class GraphDetector(BaseDetector):
     k : int
         Number of neighbours.
     metric : {'cosine', 'l2'}
-    index_kind : {'auto', 'flat', 'ivf', 'hnsw'}
+    index_kind : {'auto', 'flat', 'pruned', 'ivf', 'hnsw'}
     exact_max : int
         Largest reference searched exactly with ``index_kind='auto'``.
     gpu : bool
@@ -200,7 +200,7 @@ class GraphDetector(BaseDetector):
         self,
         k: int = 10,
         metric: Literal["cosine", "l2"] = "cosine",
-        index_kind: Literal["auto", "flat", "ivf", "hnsw"] = "auto",
+        index_kind: Literal["auto", "flat", "pruned", "ivf", "hnsw"] = "auto",
         exact_max: int = 100_000,
         gpu: bool = False,
         reference_trim: float = 0.0,
