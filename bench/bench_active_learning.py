@@ -33,7 +33,7 @@ unsupervised score are reported beside it.
 
 Usage::
 
-    python bench/bench_active_learning.py [--parts shop hdfs] [--random-repeats 3]
+    python bench/bench_active_learning.py [--parts shop hdfs] [--random-repeats 10]
         [--set k=v ...] [--hdfs-set k=v ...] [--out bench/results/active_learning.json]
 """
 
@@ -69,7 +69,7 @@ from active_learning import (  # noqa: E402
     sync_labels,
     truth_from_labels,
 )
-from active_learning.finetune import head_features  # noqa: E402
+from active_learning.finetune import head_features, pool_feature_stats  # noqa: E402
 from active_learning.head import blend, rank_logit, stratified_folds  # noqa: E402
 from active_learning.label_store import LabelStore  # noqa: E402
 from active_learning.ls_server import VENV_ENV, free_port  # noqa: E402
@@ -113,9 +113,13 @@ class Features:
         return Features(self.emb[sel], self.extra[sel], self.rank[sel], self.stats)
 
 
-def column_stats(emb: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = np.concatenate([emb, extra], axis=1).astype(np.float64)
-    return x.mean(axis=0), x.std(axis=0)
+def loop_feature_stats(
+    run: Path, scores: pl.DataFrame, emb: np.ndarray, extra: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pool standardisation ``finetune`` uses (:func:`active_learning.finetune.pool_feature_stats`)."""
+    members = [c.removeprefix("contrib_") for c in scores.columns if c.startswith("contrib_")]
+    reference = pl.read_parquet(RunDir(run).detector_dir / "train.parquet", columns=["score"])["score"]
+    return pool_feature_stats(RunDir(run), members, reference.to_numpy(), emb, extra)
 
 
 def fit_head(cfg: Any, f: Features, y: np.ndarray, free: bool = False, **overrides: Any) -> AnomalyHead:
@@ -276,7 +280,7 @@ def part_shop(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
         pool_scores.select("sequence_id").join(pool_labels, on="sequence_id", how="left")["label"].to_numpy()
     )
     emb, extra, rank = pool_features(base, pool_scores, np.load(base / "scores" / "latest_embeddings.npy"))
-    feats = Features(emb, extra, rank, column_stats(emb, extra))
+    feats = Features(emb, extra, rank, loop_feature_stats(base, pool_scores, emb, extra))
     t0 = time.perf_counter()
     head = fit_head(cfg, feats, y_pool)
     ceiling_fit_s = time.perf_counter() - t0
@@ -374,7 +378,7 @@ def part_hdfs(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
     if np.isnan(y_pool.astype(float)).any():
         raise RuntimeError("some scored HDFS blocks have no label")
     emb, extra, rank = pool_features(base, pool_scores, np.load(base / "scores" / "latest_embeddings.npy"))
-    feats = Features(emb, extra, rank, column_stats(emb, extra))
+    feats = Features(emb, extra, rank, loop_feature_stats(base, pool_scores, emb, extra))
     # ceiling: 5-fold out-of-fold predictions over all pool labels
     folds = stratified_folds(y_pool, 5, np.random.default_rng(args.seed))
 
@@ -482,6 +486,9 @@ def summarize(part: dict[str, Any]) -> dict[str, Any]:
     i1 = budgets.index(one_pct)
     transductive = "ceiling_same_rows" in next(iter(curves.values()))[0]
     out: dict[str, Any] = {"budgets": budgets, "table": table, "goal_budget": one_pct, "strategies": {}}
+    if len(randoms) > 1:
+        out["random_runs"] = randoms
+        out["random_sd"] = list(np.std([table[k] for k in randoms], axis=0, ddof=1))
     if transductive:  # the unsupervised score and the ceiling on each run's own held-out rows
         for key, at0 in (
             ("unsup_pr_auc", part["unsupervised"]),
@@ -512,13 +519,17 @@ def summarize(part: dict[str, Any]) -> dict[str, Any]:
             info["beats_every_random_run_every_budget"] = all(
                 all(vals[j] > table[rk][j] for rk in randoms) for j in range(1, len(budgets))
             )
+            info["random_runs_beaten_per_budget"] = [
+                sum(vals[j] > table[rk][j] for rk in randoms) for j in range(1, len(budgets))
+            ]
         out["strategies"][k] = info
     return out
 
 
 def print_table(title: str, part: dict[str, Any], summary: dict[str, Any]) -> None:
     table, budgets = summary["table"], summary["budgets"]
-    cols = list(table)
+    randoms = summary.get("random_runs", [])
+    cols = [c for c in table if c not in randoms] if len(randoms) > 1 else list(table)
     print(f"\n{title}: PR-AUC vs labels ({part['evaluated_on']})")
     head = f"{'labels':>7} " + " ".join(f"{c:>13}" for c in cols) + f" {'unsupervised':>13} {'ceiling':>9}"
     print(head)
@@ -526,6 +537,11 @@ def print_table(title: str, part: dict[str, Any], summary: dict[str, Any]) -> No
         cells = " ".join(f"{table[c][j]:13.3f}" for c in cols)
         ceil = part["ceiling"]["blended"]
         print(f"{b:7d} {cells} {part['unsupervised']:13.3f} {ceil:9.3f}")
+    if len(randoms) > 1:
+        print(f"random sampling, {len(randoms)} runs (seeds differ); mean and sd in the table above:")
+        for j, b in enumerate(budgets):
+            runs = " ".join(f"{table[c][j]:.3f}" for c in randoms)
+            print(f"{b:7d}  {runs}  (sd {summary['random_sd'][j]:.3f})")
     heads = {k: [None] + [r.get("head_pr_auc") for r in v] for k, v in part["curves"].items()}
     print("the head alone (head_proba, no blend; '-' = not fine-tuned yet):")
     for j, b in enumerate(budgets):
@@ -559,6 +575,7 @@ def print_table(title: str, part: dict[str, Any], summary: dict[str, Any]) -> No
             extra = (
                 f"; beats random (mean) at every budget: {info['beats_random_mean_every_budget']}"
                 f", beats every random run: {info['beats_every_random_run_every_budget']}"
+                f" (random runs beaten per budget: {info['random_runs_beaten_per_budget']})"
             )
         print(
             f"  {k:>14}: {info['pr_auc_at_goal_budget']:.3f} / {info['ceiling_at_goal_budget']:.3f} = "
@@ -625,7 +642,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", nargs="+", choices=["shop", "hdfs"], default=["shop", "hdfs"])
     p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
-    p.add_argument("--random-repeats", type=int, default=3, help="random-sampling runs (different seeds)")
+    p.add_argument(
+        "--random-repeats", type=int, default=10,
+        help="random-sampling runs (different seeds); their mean is the baseline",
+    )
     p.add_argument("--shop-pool", type=int, default=20_000)
     p.add_argument("--shop-test", type=int, default=5_000)
     p.add_argument("--shop-round", type=int, default=40)
