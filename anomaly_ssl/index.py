@@ -40,8 +40,8 @@ PRUNED_FIRST_PROBE = 8
 PRUNED_MAX_SCAN = 0.05
 #: lists of the pruned search's partition per sqrt(n) vectors
 PRUNED_LISTS_PER_SQRT_N = 2.0
-#: queries per block of pruned search (a block holds block x nlist centroid distances)
-PRUNED_BLOCK = 2048
+#: centroid distances held per block of pruned search (queries per block = this / nlist, <= 2048)
+PRUNED_BLOCK_ENTRIES = 1 << 22
 
 
 def _faiss():
@@ -386,8 +386,9 @@ class VectorIndex(_BaseIndex):
         sizes = self._list_sizes.astype(np.float64)
         # relative error bound of a float32 dot product or squared distance over d terms
         eps = self.d_ * 2.0**-23
-        for a in range(0, m, PRUNED_BLOCK):
-            qb = q[a : a + PRUNED_BLOCK]
+        block = int(min(2048, max(16, PRUNED_BLOCK_ENTRIES // nlist)))
+        for a in range(0, m, block):
+            qb = q[a : a + block]
             qsq = (qb.astype(np.float64) ** 2).sum(axis=1)
             cross = (qb @ self._centroids.T).astype(np.float64)
             dc = np.maximum(qsq[:, None] + self._centroid_sq[None, :] - 2.0 * cross, 0.0)  # (b, nlist)
