@@ -106,6 +106,7 @@ CASES: dict[str, Case] = {
         *MATRIX,
     ),
     "knn_ivf": Case(lambda: KNNDetector(k=5, metric="l2", index_kind="ivf", min_cluster_size=0), *MATRIX),
+    "knn_pruned": Case(lambda: KNNDetector(k=5, metric="l2", index_kind="pruned"), *MATRIX),
     "knn_radius": Case(lambda: KNNDetector(k=5, min_cluster_size=20, duplicate_radius=0.05), *MATRIX),
     "density": Case(lambda: DensityDetector(k=8, reference_trim=0.05), *MATRIX),
     "density_l2_self": Case(lambda: DensityDetector(k=8, metric="l2", trim_by="self"), *MATRIX),

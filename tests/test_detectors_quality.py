@@ -197,3 +197,17 @@ def test_hdfs_contaminated_pool_ensemble(hdfs_pool):
     ).fit({"knn": counts, "iforest": counts, "ngram": encoded})
     assert average_precision(ens.decision_scores_, y) >= 0.75  # measured 0.82
     assert roc_auc(ens.decision_scores_, y) >= 0.98
+
+
+@pytest.mark.parametrize("cls", [KNNDetector, DensityDetector])
+def test_pruned_exact_index_gives_the_flat_index_scores(cls):
+    """Pruned search is exact: kNN and density scores equal those over a flat index."""
+    rng = np.random.default_rng(4)
+    centers = rng.normal(scale=8.0, size=(150, 6))
+    X = (centers[rng.integers(0, 150, 6000)] + rng.normal(size=(6000, 6))).astype(np.float32)
+    Q = (centers[rng.integers(0, 150, 500)] + rng.normal(size=(500, 6))).astype(np.float32)
+    flat = cls(k=10, metric="l2", index_kind="flat").fit(X)
+    pruned = cls(k=10, metric="l2", index_kind="pruned").fit(X)
+    assert pruned._graph.index.kind_ == "pruned" and flat._graph.index.kind_ == "flat"
+    np.testing.assert_allclose(pruned.decision_scores_, flat.decision_scores_, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pruned.decision_function(Q), flat.decision_function(Q), rtol=1e-4, atol=1e-4)
