@@ -552,12 +552,17 @@ class VectorIndex(_BaseIndex):
         self.nprobe_, self.ef_search_ = meta["nprobe"], meta["ef_search"]
         cpu = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
         if self.kind_ == "pruned":
-            if gpu:
-                raise ConfigError("a pruned index is CPU-only; load it with the GPU off")
-            self._index = cpu
             cpu.make_direct_map()
             vectors = cpu.reconstruct_n(0, self.n_)
+            if gpu:
+                # pruned search is CPU-only; its GPU equivalent is exact flat search
+                self.kind_ = "flat"
+                flat = faiss.IndexFlatIP(self.d_) if self.metric == "cosine" else faiss.IndexFlatL2(self.d_)
+                flat.add(vectors)
+                self._index = self._to_device(flat)
+                return self
             cpu.set_direct_map_type(faiss.DirectMap.NoMap)
+            self._index = cpu
             self._init_pruned(vectors)
             return self
         self._index = self._to_device(cpu)

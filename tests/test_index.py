@@ -211,3 +211,16 @@ def test_gpu_index_matches_cpu(kind, tmp_path):
     assert agree >= (0.999 if kind == "flat" else 0.9)
     gpu.save(tmp_path / "g.faiss")  # written in CPU form
     assert VectorIndex.load(tmp_path / "g.faiss").search(X[:5], 5)[1].shape == (5, 5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss_num_gpus() == 0, reason="needs faiss with a GPU")
+def test_pruned_index_loads_on_the_gpu_as_flat(tmp_path):
+    X = _many_clusters(6000)
+    cpu = VectorIndex(metric="cosine", kind="pruned").build(X)
+    cpu.save(tmp_path / "p.faiss")
+    gpu = VectorIndex.load(tmp_path / "p.faiss", gpu=True)
+    assert gpu.kind_ == "flat"
+    _, Ic = cpu.search(X[:200], 5)
+    _, Ig = gpu.search(X[:200], 5)
+    assert (Ic == Ig).all(axis=1).mean() >= 0.99
