@@ -40,6 +40,8 @@ PRUNED_FIRST_PROBE = 8
 PRUNED_MAX_SCAN = 0.05
 #: lists of the pruned search's partition per sqrt(n) vectors
 PRUNED_LISTS_PER_SQRT_N = 2.0
+#: after this many queries, if over 90% went to flat search, the rest go there directly
+PRUNED_GIVE_UP_AFTER = 1024
 #: centroid distances held per block of pruned search (queries per block = this / nlist, <= 2048)
 PRUNED_BLOCK_ENTRIES = 1 << 22
 
@@ -418,6 +420,11 @@ class VectorIndex(_BaseIndex):
                 ivf.nprobe = assign.shape[1]
                 d2, i2 = ivf.search_preassigned(np.ascontiguousarray(qb[light]), k, assign, None)
                 out_d[a + light], out_i[a + light] = d2, i2
+            done = a + len(qb)
+            if done >= PRUNED_GIVE_UP_AFTER and to_flat[:done].mean() > 0.9:
+                # the bound prunes (almost) nothing on this data: flat-scan the rest directly
+                to_flat[done:] = True
+                break
         heavy_rows = np.flatnonzero(to_flat)
         if len(heavy_rows):
             out_d[heavy_rows], out_i[heavy_rows] = self._flat.search(np.ascontiguousarray(q[heavy_rows]), k)
