@@ -309,7 +309,7 @@ class VectorIndex(_BaseIndex):
         if kind == "flat":
             cpu = faiss.IndexFlatIP(self.d_) if self.metric == "cosine" else faiss.IndexFlatL2(self.d_)
         elif kind == "ivf":
-            nlist = int(max(1, min(round(4 * np.sqrt(self.n_)), self.n_ // 39 or 1)))
+            nlist = _n_lists(self.n_, 4.0)
             quantizer = faiss.IndexFlatIP(self.d_) if self.metric == "cosine" else faiss.IndexFlatL2(self.d_)
             cpu = faiss.IndexIVFFlat(quantizer, self.d_, nlist, fm)
             cpu.cp.seed = int(self.seed)
@@ -331,13 +331,12 @@ class VectorIndex(_BaseIndex):
     def _build_pruned(self, x: np.ndarray) -> None:
         """IVF partition of ``x`` (L2; ``x`` already normalised for cosine) plus list radii."""
         faiss = _faiss()
-        nlist = int(max(1, min(round(PRUNED_LISTS_PER_SQRT_N * np.sqrt(self.n_)), self.n_ // 39 or 1)))
         quantizer = faiss.IndexFlatL2(self.d_)
+        nlist = _n_lists(self.n_, PRUNED_LISTS_PER_SQRT_N)
         ivf = faiss.IndexIVFFlat(quantizer, self.d_, nlist, faiss.METRIC_L2)
         ivf.cp.seed = int(self.seed)
         ivf.train(x)
         ivf.add(x)
-        self._quantizer = quantizer
         self._index = ivf
         self._init_pruned(x)
 
@@ -598,6 +597,11 @@ class VectorIndex(_BaseIndex):
         meta = read_json(sidecar)
         data = np.fromfile(path, dtype=np.uint8)
         return cls.from_bytes(data, meta, gpu=gpu)
+
+
+def _n_lists(n: int, per_sqrt_n: float) -> int:
+    """IVF lists for ``n`` vectors: ``per_sqrt_n * sqrt(n)``, at least 39 vectors per list (faiss k-means)."""
+    return int(max(1, min(round(per_sqrt_n * np.sqrt(n)), n // 39 or 1)))
 
 
 def _doubling(start: int, stop: int) -> list[int]:

@@ -94,13 +94,17 @@ def pool_features(
     run: Path, scores: pl.DataFrame, emb: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The loop's head inputs for scored rows: embeddings (n, d), extra (n, 1 + m), unsup rank (n,)."""
+    members, reference = members_and_reference(run, scores)
+    contributions = {m: scores[f"contrib_{m}"].to_numpy() for m in members}
+    rank, extra = head_features(scores["unsup_score"].to_numpy(), contributions, members, reference)
+    return np.asarray(emb, dtype=np.float32), extra, rank
+
+
+def members_and_reference(run: Path, scores: pl.DataFrame) -> tuple[list[str], np.ndarray]:
+    """The ensemble members in a score file and the run's training scores (the rank's reference)."""
     members = [c.removeprefix("contrib_") for c in scores.columns if c.startswith("contrib_")]
     reference = pl.read_parquet(RunDir(run).detector_dir / "train.parquet", columns=["score"])["score"]
-    contributions = {m: scores[f"contrib_{m}"].to_numpy() for m in members}
-    rank, extra = head_features(
-        scores["unsup_score"].to_numpy(), contributions, members, reference.to_numpy()
-    )
-    return np.asarray(emb, dtype=np.float32), extra, rank
+    return members, reference.to_numpy()
 
 
 class Features:
@@ -117,9 +121,8 @@ def loop_feature_stats(
     run: Path, scores: pl.DataFrame, emb: np.ndarray, extra: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pool standardisation ``finetune`` uses (:func:`active_learning.finetune.pool_feature_stats`)."""
-    members = [c.removeprefix("contrib_") for c in scores.columns if c.startswith("contrib_")]
-    reference = pl.read_parquet(RunDir(run).detector_dir / "train.parquet", columns=["score"])["score"]
-    return pool_feature_stats(RunDir(run), members, reference.to_numpy(), emb, extra)
+    members, reference = members_and_reference(run, scores)
+    return pool_feature_stats(RunDir(run), members, reference, emb, extra)
 
 
 def fit_head(cfg: Any, f: Features, y: np.ndarray, free: bool = False, **overrides: Any) -> AnomalyHead:
