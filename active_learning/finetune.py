@@ -10,7 +10,8 @@ Labels chosen by a query strategy are a biased sample (they crowd around the
 boundary); a head fitted freely on them can invert the ranking elsewhere, the
 offset and the prior keep it anchored.  Kinds of anomaly nobody has labelled
 keep their unsupervised rank unless labels say otherwise, and
-:func:`~active_learning.head.blend` can mix the rank in further.  The threshold
+:func:`~active_learning.head.blend` mixes the rank in further, with a weight
+chosen by cross-validation on the labels (:func:`choose_blend`).  The threshold
 of the final score is the F1-optimal cut on cross-validated (out-of-fold)
 predictions over the labels.  Each call is one round, recorded in
 ``labels/rounds.jsonl``.
@@ -157,7 +158,10 @@ def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
     r, extra = head_features(data["unsup_score"].to_numpy(), contributions, members, reference)
     stats = pool_feature_stats(run, members, reference, emb, extra)
     head = AnomalyHead.from_config(cfg.finetune, seed=cfg.seed).fit(emb, y, extra, rank_logit(r), stats)
-    weight = cfg.finetune.blend
+    weight, blend_source, blend_cv = choose_blend(
+        cfg.finetune.blend, cfg.finetune.blend_grid, y, head.cv_oof_proba_, r
+    )
+    log.info("blend weight %.2f (%s)", weight, blend_source)
     if head.cv_oof_proba_ is not None:
         oof_blend = blend(head.cv_oof_proba_, r, weight)
         threshold, cv_f1 = f1_optimal_threshold(y, oof_blend)
@@ -180,6 +184,7 @@ def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
             "model_version": version,
             "members": members,
             "blend": weight,
+            "blend_source": blend_source,
             "threshold": threshold,
             "threshold_source": source,
             "round": round_no,
@@ -194,6 +199,8 @@ def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
         "cv_pr_auc": cv_pr,
         "head_cv_f1": head.cv_f1_,
         "unsup_pr_auc_on_labels": _average_precision(y, r),
+        "blend": weight,
+        "blend_cv_pr_auc": blend_cv,
     }
     AppendOnlyJsonl(rounds_path(run)).append_with(
         lambda _old: [
@@ -212,6 +219,59 @@ def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
         "fine-tuned head round %d on %d labels (%d anomalies): %s", round_no, len(y), int(y.sum()), source
     )
     return FinetuneResult(round_no, len(y), int(y.sum()), version, float(threshold), metrics)
+
+
+def choose_blend(
+    setting: str | float,
+    grid: list[float],
+    y: np.ndarray,
+    oof_proba: np.ndarray | None,
+    rank: np.ndarray,
+) -> tuple[float, str, dict[str, float] | None]:
+    """The blend weight of the head's probability in the final score.
+
+    A number is used as given.  ``"auto"`` takes the weight in ``grid`` whose
+    blend of the head's *out-of-fold* probabilities with the unsupervised rank
+    has the highest average precision over the labels; ties go to the larger
+    weight (the labels decide unless the unsupervised rank helps them).  How
+    much the head should be trusted over the unsupervised score depends on the
+    data: where the unsupervised score is already good (HDFS) a head fitted on a
+    few dozen labels mostly adds noise, where it misses whole kinds of anomaly
+    (coordinated shop fraud) the head must lead.  The labels are the only
+    evidence of which case holds.
+
+    Parameters
+    ----------
+    setting : {"auto"} or float
+        ``FinetuneConfig.blend``.
+    grid : list of float
+        Candidate weights in [0, 1] (``FinetuneConfig.blend_grid``).
+    y : ndarray of int, shape (n,)
+        The labels.
+    oof_proba : ndarray of float, shape (n,), optional
+        The head's out-of-fold P(anomaly) per label; ``None`` when a class had
+        too few labels to cross-validate (``auto`` then gives 1.0).
+    rank : ndarray of float, shape (n,)
+        The labelled sequences' unsupervised ranks.
+
+    Returns
+    -------
+    (weight, source, cv) : float, str, dict or None
+        The weight, how it was chosen, and the average precision per candidate
+        weight (``None`` unless chosen by cross-validation).
+    """
+    if setting != "auto":
+        return float(setting), "finetune.blend", None
+    if oof_proba is None or y.min() == y.max():
+        return 1.0, "auto: too few labels per class to cross-validate, the head alone", None
+    cv: dict[str, float] = {}
+    best_w, best_ap = 1.0, -np.inf
+    for w in sorted({float(v) for v in grid}, reverse=True):  # larger weights first: ties keep them
+        ap = float(_average_precision(y, blend(oof_proba, rank, w)) or 0.0)  # both classes: never None
+        cv[f"{w:g}"] = ap
+        if ap > best_ap:
+            best_w, best_ap = w, ap
+    return best_w, f"auto: best out-of-fold PR-AUC over {len(y)} labels ({best_ap:.3f})", cv
 
 
 def pool_feature_stats(
@@ -286,4 +346,4 @@ def _last_strategy(run: RunDir) -> str | None:
     return None if frame.height == 0 else str(frame["strategy"][-1])
 
 
-__all__ = ["FinetuneResult", "HeadError", "HeadRescorer", "finetune_run", "load_rescorer"]
+__all__ = ["FinetuneResult", "HeadError", "HeadRescorer", "choose_blend", "finetune_run", "load_rescorer"]

@@ -268,12 +268,7 @@ def query_labels(
     n_new = min(max(0, n - len(resend)), len(available))
     picked, utility = np.zeros(0, dtype=np.int64), None
     if n_new:
-        inputs = QueryInputs(
-            scores=scores["score"].to_numpy().astype(np.float64),
-            threshold=query_boundary(run, scores, meta),
-            embeddings=emb,
-            n_pool=scores.height,
-        )
+        inputs = query_inputs(run, scores, emb, meta)
         params = {"candidate_factor": cfg.query.candidate_factor} if strategy == "diverse" else {}
         sampler = make_strategy(strategy, seed=cfg.seed + len(qlog.sent_ids()), **params)
         picked = sampler.query(inputs, available, np.flatnonzero(labelled | sent), n=n_new)
@@ -336,15 +331,44 @@ def query_labels(
     )
 
 
-def query_boundary(run: RunDir, scores: pl.DataFrame, meta: dict[str, Any]) -> float:
-    """The score that uncertainty sampling treats as the decision boundary.
+def query_inputs(
+    run: RunDir, scores: pl.DataFrame, emb: np.ndarray | None, meta: dict[str, Any]
+) -> QueryInputs:
+    """What the query strategies see: final scores, the head's probabilities, boundaries, embeddings."""
+    probas = head_probas(scores)
+    return QueryInputs(
+        scores=scores["score"].to_numpy().astype(np.float64),
+        threshold=query_boundary(run, scores, meta),
+        probas=probas,
+        proba_threshold=0.5 if probas is None else query_boundary(run, scores, meta, "head_proba"),
+        embeddings=emb,
+        n_pool=scores.height,
+    )
 
-    Before fine-tuning: the detector's threshold.  After: the fine-tuned score's
-    quantile that flags as large a share of these sequences as the unsupervised
-    threshold does.  The head's own threshold is cross-validated on the labels,
-    which query strategies chose and which hold far more anomalies than the
-    pool; as a boundary for the *pool* it drifts (and, measured on the simulated
-    shop, makes the next labels less useful).
+
+def head_probas(scores: pl.DataFrame) -> np.ndarray | None:
+    """The fine-tuned head's P(anomaly) per row (``head_proba``), or ``None`` before fine-tuning.
+
+    Uncertainty sampling (and ``diverse``, built on it) asks about the rows the
+    *head* is least sure of; the final score may blend the unsupervised rank in
+    (``finetune.blend``), which would move the boundary away from what the head
+    still has to learn.  ``topk`` keeps ranking by the final score.
+    """
+    if "head_proba" not in scores.columns or scores["head_proba"].null_count() > 0:
+        return None
+    return np.clip(scores["head_proba"].to_numpy().astype(np.float64), 0.0, 1.0)
+
+
+def query_boundary(run: RunDir, scores: pl.DataFrame, meta: dict[str, Any], column: str = "score") -> float:
+    """The value of ``column`` that uncertainty sampling treats as the decision boundary.
+
+    Before fine-tuning: the detector's threshold.  After: the quantile of the
+    fine-tuned ``column`` (the final ``score`` or the head's ``head_proba``) that
+    flags as large a share of these sequences as the unsupervised threshold
+    does.  The head's own threshold is cross-validated on the labels, which
+    query strategies chose and which hold far more anomalies than the pool; as a
+    boundary for the *pool* it drifts (and, measured on the simulated shop,
+    makes the next labels less useful).
     """
     threshold = float(meta.get("threshold", scores["threshold"][0]))
     has_head = "head_proba" in scores.columns and scores["head_proba"].null_count() < scores.height
@@ -355,8 +379,8 @@ def query_boundary(run: RunDir, scores: pl.DataFrame, meta: dict[str, Any]) -> f
     share = float((scores["unsup_score"].to_numpy() > unsup_threshold).mean())
     if not 0.0 < share < 1.0:
         return threshold
-    boundary = float(np.quantile(scores["score"].to_numpy().astype(np.float64), 1.0 - share))
-    log.info("query boundary %.4f: flags the unsupervised share %.2f%% of the pool", boundary, 100 * share)
+    boundary = float(np.quantile(scores[column].to_numpy().astype(np.float64), 1.0 - share))
+    log.info("query boundary %s %.4f: flags the unsupervised share %.2f%%", column, boundary, 100 * share)
     return boundary
 
 

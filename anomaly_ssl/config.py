@@ -477,16 +477,25 @@ class FinetuneConfig:
     prior_labels: float = 100.0
     #: also train the top N encoder layers (0 = head only, on frozen embeddings)
     unfreeze_layers: int = 0
-    #: weight of the head's probability in the final score, the rest the unsupervised rank
-    #: (``1 − (1 − p)^w (1 − r)^(1 − w)``); the head already starts from the unsupervised
-    #: score, so 1.0 uses it as is and lower values keep unlabelled kinds more visible
-    blend: float = 1.0
+    #: weight ``w`` of the head's probability in the final score, the rest the unsupervised
+    #: rank (``1 − (1 − p)^w (1 − r)^(1 − w)``): 1.0 uses the head as is (it already starts
+    #: from the unsupervised score), lower values keep the unsupervised ranking more.
+    #: ``auto`` chooses it at each fine-tune from ``blend_grid`` by the out-of-fold PR-AUC of
+    #: the blended score over the labels (ties go to the larger weight; 1.0 while a class
+    #: has too few labels to cross-validate)
+    blend: Literal["auto"] | float = "auto"
+    #: the weights ``blend: auto`` chooses from
+    blend_grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     cv_folds: int = 5
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on invalid values."""
-        if not 0.0 <= self.blend <= 1.0:
-            raise ConfigError(f"finetune.blend must be in [0, 1], got {self.blend}")
+        if self.blend != "auto" and not 0.0 <= self.blend <= 1.0:
+            raise ConfigError(f"finetune.blend must be 'auto' or a number in [0, 1], got {self.blend}")
+        if not self.blend_grid or not all(0.0 <= w <= 1.0 for w in self.blend_grid):
+            raise ConfigError(
+                f"finetune.blend_grid must be a non-empty list of weights in [0, 1], got {self.blend_grid}"
+            )
         if self.prior_labels < 0 or self.weight_decay < 0:
             raise ConfigError("finetune.prior_labels and finetune.weight_decay must be >= 0")
         if self.epochs < 1 or self.cv_folds < 2:

@@ -24,7 +24,8 @@ own Label Studio project.
 trained on every pool label with the loop's features (embedding + unsupervised
 rank + member contributions, :func:`active_learning.finetune.head_features`),
 the logit of the unsupervised rank as its offset, pool standardisation, and
-blended with the same weight (:func:`active_learning.head.blend`).  Reference
+blended by the loop's rule (:func:`active_learning.finetune.choose_blend` on its
+out-of-fold predictions; :func:`active_learning.head.blend`).  Reference
 heads (free: no offset; a converged linear one and a 64-unit MLP) show how far
 the embeddings go with every label.  Shop:
 trained on the whole pool, evaluated on the test shop.  HDFS: 5-fold
@@ -69,7 +70,7 @@ from active_learning import (  # noqa: E402
     sync_labels,
     truth_from_labels,
 )
-from active_learning.finetune import head_features, pool_feature_stats  # noqa: E402
+from active_learning.finetune import choose_blend, head_features, pool_feature_stats  # noqa: E402
 from active_learning.head import blend, rank_logit, stratified_folds  # noqa: E402
 from active_learning.label_store import LabelStore  # noqa: E402
 from active_learning.ls_server import VENV_ENV, free_port  # noqa: E402
@@ -294,8 +295,13 @@ def part_shop(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
     t_emb, t_extra, t_rank = pool_features(base, test_scores, np.load(work / "test_emb.npy"))
     t_feats = Features(t_emb, t_extra, t_rank, feats.stats)
     proba = predict_head(head, t_feats)
+    weight, weight_source, _ = choose_blend(
+        cfg.finetune.blend, cfg.finetune.blend_grid, y_pool, head.cv_oof_proba_, rank
+    )
     ceiling = {
-        "blended": pr_auc(blend(proba, t_rank, cfg.finetune.blend), y_test),
+        "blended": pr_auc(blend(proba, t_rank, weight), y_test),
+        "blend": weight,
+        "blend_source": weight_source,
         "head_only": pr_auc(proba, y_test),
         "trained_on": len(y_pool),
         "fit_s": round(ceiling_fit_s, 1),
@@ -305,7 +311,7 @@ def part_shop(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
         p_ref = predict_head(fit_head(cfg, feats, y_pool, free=True, cv_folds=2, **overrides), t_feats)
         ceiling["reference_heads"][ref_name] = {
             "settings": overrides,
-            "blended": pr_auc(blend(p_ref, t_rank, cfg.finetune.blend), y_test),
+            "blended": pr_auc(blend(p_ref, t_rank, weight), y_test),
             "head_only": pr_auc(p_ref, y_test),
         }
     unsup = pr_auc(test_scores["unsup_score"].to_numpy(), y_test)
@@ -395,11 +401,16 @@ def part_hdfs(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
 
     t0 = time.perf_counter()
     oof = out_of_fold()
-    oof_blend = blend(oof, rank, cfg.finetune.blend)
+    # the loop's rule on these out-of-fold predictions (chosen on the rows it is scored on:
+    # one weight out of a few, over every pool label, so the optimism is slight; a ceiling)
+    weight, weight_source, _ = choose_blend(cfg.finetune.blend, cfg.finetune.blend_grid, y_pool, oof, rank)
+    oof_blend = blend(oof, rank, weight)
     ceiling_fit_s = time.perf_counter() - t0
     unsup_all = pool_scores["unsup_score"].to_numpy()
     ceiling = {
         "blended": pr_auc(oof_blend, y_pool),
+        "blend": weight,
+        "blend_source": weight_source,
         "head_only": pr_auc(oof, y_pool),
         "protocol": "5-fold stratified out-of-fold over all pool blocks (train on 4/5 of the labels)",
         "fit_s": round(ceiling_fit_s, 1),
@@ -409,7 +420,7 @@ def part_hdfs(work: Path, args: argparse.Namespace, ls: Annotation) -> dict[str,
         p_ref = out_of_fold(free=True, cv_folds=2, **overrides)
         ceiling["reference_heads"][ref_name] = {
             "settings": overrides,
-            "blended": pr_auc(blend(p_ref, rank, cfg.finetune.blend), y_pool),
+            "blended": pr_auc(blend(p_ref, rank, weight), y_pool),
             "head_only": pr_auc(p_ref, y_pool),
         }
     unsup = pr_auc(unsup_all, y_pool)

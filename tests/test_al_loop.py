@@ -681,3 +681,35 @@ def test_query_boundary_keeps_the_unsupervised_flag_rate_after_finetuning(tmp_pa
     boundary = query_boundary(run, after, {"threshold": 0.5})
     assert boundary != 0.5
     assert abs((head_score > boundary).mean() - (unsup > 0.9).mean()) < 0.002
+
+
+def test_uncertainty_asks_where_the_head_is_unsure_even_when_the_final_score_blends(tmp_path):
+    """After fine-tuning, ``uncertainty``/``diverse`` follow ``head_proba``, ``topk`` the final score."""
+    from active_learning.loop import query_inputs
+    from active_learning.strategies import make_strategy
+    from anomaly_ssl.io import write_json
+    from anomaly_ssl.run import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.detector_dir.mkdir(parents=True)
+    write_json(run.detector_dir / "detector.json", {"threshold": 0.9})
+    rng = np.random.default_rng(1)
+    unsup = rng.uniform(size=1000)  # the unsupervised threshold flags 10%
+    head = rng.uniform(size=1000)
+    final = 1 - (1 - head) ** 0.25 * (1 - unsup) ** 0.75  # finetune.blend = 0.25
+    after = pl.DataFrame({"score": final, "unsup_score": unsup, "head_proba": head, "threshold": 0.5})
+    inputs = query_inputs(run, after, None, {"threshold": 0.5})
+    boundary = np.quantile(head, 1 - (unsup > 0.9).mean())  # flags the unsupervised share
+    assert inputs.proba_threshold == pytest.approx(boundary)
+    avail = np.arange(1000)
+    picks = make_strategy("uncertainty", seed=0).query(inputs, avail, np.zeros(0, np.int64), n=20)
+    nearest = np.argsort(np.abs(head - boundary), kind="stable")[:20]
+    assert set(picks) == set(nearest)
+    final_nearest = np.argsort(np.abs(final - inputs.threshold), kind="stable")[:20]
+    assert len(set(picks) & set(final_nearest)) < 10  # the blended score would have asked elsewhere
+    top = make_strategy("topk", seed=0).query(inputs, avail, np.zeros(0, np.int64), n=20)
+    assert set(top) == set(np.argsort(-final, kind="stable")[:20])
+    # before fine-tuning (no head): the unsupervised score and the detector's threshold
+    before = after.with_columns(score=pl.Series(unsup), head_proba=pl.Series([None] * 1000, dtype=pl.Float64))
+    inputs = query_inputs(run, before, None, {"threshold": 0.9})
+    assert inputs.probas is None and inputs.threshold == 0.9

@@ -66,6 +66,7 @@ def test_overrides_parse_yaml_values_and_apply_in_order():
         ("model.dropout=true", r"model.dropout: expected float, got bool"),
         ("data.categorical=item", r"data.categorical: expected a list of str"),
         ("train.lr", r"--set expects KEY=VALUE"),
+        ("finetune.blend=best", r"finetune.blend: expected one of 'auto' or float, got str 'best'"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -84,11 +85,20 @@ def test_bad_overrides_name_the_key(override, message):
         (["detect.weights={nope: 1.0}"], r"not in detect.members"),
         (["model.predict_fields=[colour]"], r"predict_fields names 'colour'"),
         (["label_studio.url=localhost:8080"], r"must start with http"),
+        (["finetune.blend=1.5"], r"finetune.blend must be 'auto' or a number in \[0, 1\], got 1.5"),
+        (["finetune.blend_grid=[]"], r"finetune.blend_grid must be a non-empty list"),
+        (["finetune.blend_grid=[0.5, 2]"], r"finetune.blend_grid must be a non-empty list of weights in"),
     ],
 )
 def test_validation_errors_are_actionable(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config("tiny", overrides)
+
+
+def test_finetune_blend_is_auto_by_default_or_a_fixed_weight():
+    assert load_config("tiny").finetune.blend == "auto"
+    assert load_config("tiny", ["finetune.blend=0.5"]).finetune.blend == 0.5
+    assert load_config("tiny", ["finetune.blend=1"]).finetune.blend == 1.0
 
 
 def test_yaml_base_inheritance_and_relative_paths(tmp_path: Path):

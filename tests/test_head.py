@@ -197,6 +197,33 @@ def test_blend_keeps_novel_anomalies_visible():
         blend(p, r, 1.5)
 
 
+GRID = [0.25, 0.5, 0.75, 1.0]
+
+
+def test_choose_blend_follows_the_labels_evidence():
+    """``auto`` keeps the head alone where it ranks the labels better, leans on the rank where that does."""
+    from active_learning.finetune import choose_blend
+
+    rng = np.random.default_rng(0)
+    y = (rng.uniform(size=200) < 0.3).astype(np.int64)
+    good = np.clip(0.5 + 0.4 * (2 * y - 1) + 0.15 * rng.normal(size=200), 0.001, 0.999)
+    noise = rng.uniform(0.001, 0.999, size=200)
+    # the head separates the labels, the unsupervised rank is noise: the head alone
+    w, source, cv = choose_blend("auto", GRID, y, good, noise)
+    assert w == 1.0 and source.startswith("auto: best out-of-fold PR-AUC over 200 labels")
+    assert set(cv) == {"0.25", "0.5", "0.75", "1"} and cv["1"] == max(cv.values()) > cv["0.25"]
+    # the head's out-of-fold guesses are noise, the unsupervised rank separates: the lowest weight
+    w, _, cv = choose_blend("auto", GRID, y, noise, good)
+    assert w == 0.25 and cv["0.25"] == max(cv.values()) > cv["1"]
+    # equally good (both perfect): ties go to the larger weight
+    perfect = np.where(y == 1, 0.9, 0.1)
+    assert choose_blend("auto", GRID, y, perfect, perfect)[0] == 1.0
+    # a fixed weight is used as given; no cross-validation: the head alone
+    assert choose_blend(0.3, GRID, y, noise, good) == (0.3, "finetune.blend", None)
+    w, source, cv = choose_blend("auto", GRID, y, None, good)
+    assert (w, cv) == (1.0, None) and "too few labels" in source
+
+
 def _biased_pool(seed: int = 0):
     """A pool whose boundary band misleads: a ring of look-alike anomalies (embedding
     column 0 high) scores *lower* than the borderline normals, while the loud anomalies
