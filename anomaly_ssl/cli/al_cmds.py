@@ -44,8 +44,9 @@ def _client(cfg: Any, url: str | None, project: str | None) -> Any:
     "--strategy",
     default=None,
     type=click.Choice(["uncertainty", "diverse", "topk", "random"]),
-    help="uncertainty = nearest the decision boundary; diverse = uncertain and not near-copies of each "
-    "other; topk = highest scores; random = baseline [default: query.strategy].",
+    help="uncertainty = nearest the decision boundary (of the fine-tuned head once there is one); "
+    "diverse = uncertain and not near-copies of each other; topk = highest scores; random = baseline "
+    "[default: query.strategy].",
 )
 @click.option(
     "--scores",
