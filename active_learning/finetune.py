@@ -165,7 +165,11 @@ def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
     if head.cv_oof_proba_ is not None:
         oof_blend = blend(head.cv_oof_proba_, r, weight)
         threshold, cv_f1 = f1_optimal_threshold(y, oof_blend)
-        source = f"F1-optimal cut of out-of-fold blended scores over {len(y)} labels (CV F1 {cv_f1:.3f})"
+        source = (
+            f"F1-optimal cut of out-of-fold blended scores over {len(y)} labels (CV F1 {cv_f1:.3f}; "
+            f"head weight {weight:g} in the blend, "
+            f"{'chosen on the labels' if blend_source.startswith('auto') else 'from ' + blend_source})"
+        )
         cv_pr = _average_precision(y, oof_blend)
     else:
         threshold = float(blend(np.array([head.threshold_]), np.array([0.5]), weight)[0])
