@@ -340,7 +340,7 @@ def query_inputs(
         scores=scores["score"].to_numpy().astype(np.float64),
         threshold=query_boundary(run, scores, meta),
         probas=probas,
-        proba_threshold=0.5 if probas is None else query_boundary(run, scores, meta, "head_proba"),
+        proba_threshold=0.5 if probas is None else query_boundary(run, scores, meta, "head_proba", 0.5),
         embeddings=emb,
         n_pool=scores.height,
     )
@@ -359,7 +359,13 @@ def head_probas(scores: pl.DataFrame) -> np.ndarray | None:
     return np.clip(scores["head_proba"].to_numpy().astype(np.float64), 0.0, 1.0)
 
 
-def query_boundary(run: RunDir, scores: pl.DataFrame, meta: dict[str, Any], column: str = "score") -> float:
+def query_boundary(
+    run: RunDir,
+    scores: pl.DataFrame,
+    meta: dict[str, Any],
+    column: str = "score",
+    default: float | None = None,
+) -> float:
     """The value of ``column`` that uncertainty sampling treats as the decision boundary.
 
     Before fine-tuning: the detector's threshold.  After: the quantile of the
@@ -368,9 +374,11 @@ def query_boundary(run: RunDir, scores: pl.DataFrame, meta: dict[str, Any], colu
     does.  The head's own threshold is cross-validated on the labels, which
     query strategies chose and which hold far more anomalies than the pool; as a
     boundary for the *pool* it drifts (and, measured on the simulated shop,
-    makes the next labels less useful).
+    makes the next labels less useful).  Where that share cannot be had (no
+    detector threshold, or it flags nothing or everything): ``default``, else
+    the score file's threshold.
     """
-    threshold = float(meta.get("threshold", scores["threshold"][0]))
+    threshold = float(meta.get("threshold", scores["threshold"][0])) if default is None else default
     has_head = "head_proba" in scores.columns and scores["head_proba"].null_count() < scores.height
     detector_json = run.detector_dir / "detector.json"
     if not has_head or "unsup_score" not in scores.columns or not detector_json.is_file():

@@ -710,6 +710,10 @@ def test_uncertainty_asks_where_the_head_is_unsure_even_when_the_final_score_ble
     assert len(set(picks) & set(final_nearest)) < 10  # the blended score would have asked elsewhere
     top = make_strategy("topk", seed=0).query(inputs, avail, np.zeros(0, np.int64), n=20)
     assert set(top) == set(np.argsort(-final, kind="stable")[:20])
+    # no detector threshold to take the flag rate from: the head's boundary is 0.5, not the score's
+    (run.detector_dir / "detector.json").unlink()
+    assert query_inputs(run, after, None, {"threshold": 0.7}).proba_threshold == 0.5
+    write_json(run.detector_dir / "detector.json", {"threshold": 0.9})
     # before fine-tuning (no head): the unsupervised score and the detector's threshold
     before = after.with_columns(score=pl.Series(unsup), head_proba=pl.Series([None] * 1000, dtype=pl.Float64))
     inputs = query_inputs(run, before, None, {"threshold": 0.9})
