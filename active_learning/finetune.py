@@ -168,7 +168,7 @@ def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
         source = (
             f"F1-optimal cut of out-of-fold blended scores over {len(y)} labels (CV F1 {cv_f1:.3f}; "
             f"head weight {weight:g} in the blend, "
-            f"{'chosen on the labels' if blend_source.startswith('auto') else 'from ' + blend_source})"
+            f"{'chosen on the labels' if cfg.finetune.blend == 'auto' else 'from finetune.blend'})"
         )
         cv_pr = _average_precision(y, oof_blend)
     else:
