@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from anomaly_ssl.config import Config
+from anomaly_ssl.evaluate import contribution_members
 from anomaly_ssl.io import read_json, write_json
 from anomaly_ssl.run import RunDir
 
@@ -48,7 +49,8 @@ def rounds_path(run: RunDir) -> Path:
     return run.labels_dir / "rounds.jsonl"
 
 
-def _train_unsup_scores(run: RunDir) -> np.ndarray:
+def train_unsup_scores(run: RunDir) -> np.ndarray:
+    """The run's unsupervised scores of its training sequences: the reference of the rank feature."""
     return pl.read_parquet(run.detector_dir / "train.parquet", columns=["score"])["score"].to_numpy()
 
 
@@ -93,7 +95,7 @@ def load_rescorer(run: RunDir | str | Path) -> HeadRescorer | None:
     return HeadRescorer(
         AnomalyHead.load(run.head_path),
         list(meta["members"]),
-        _train_unsup_scores(run),
+        train_unsup_scores(run),
         float(meta["blend"]),
         float(meta["threshold"]),
         str(meta["threshold_source"]),
@@ -150,10 +152,10 @@ def finetune_run(run_dir: str | Path, cfg: Config) -> FinetuneResult:
         raise OneClassError(
             "no labels to fine-tune on yet: run `anomaly-ssl query-labels`, annotate, then `sync-labels`"
         )
-    members = [c.removeprefix("contrib_") for c in data.columns if c.startswith("contrib_")]
+    members = contribution_members(data.columns)
     y = data["label"].to_numpy().astype(np.int64)
     emb = np.asarray(data["embedding"].to_list(), dtype=np.float32)
-    reference = _train_unsup_scores(run)
+    reference = train_unsup_scores(run)
     contributions = {m: data[f"contrib_{m}"].to_numpy() for m in members}
     r, extra = head_features(data["unsup_score"].to_numpy(), contributions, members, reference)
     stats = pool_feature_stats(run, members, reference, emb, extra)

@@ -28,6 +28,7 @@ import polars as pl
 from anomaly_ssl.config import Config
 from anomaly_ssl.data import iter_sequence_batches
 from anomaly_ssl.errors import DataError, RunDirError
+from anomaly_ssl.evaluate import contribution_members
 from anomaly_ssl.io import atomic_write_with, read_json
 from anomaly_ssl.pipeline import read_scores_meta
 from anomaly_ssl.run import RunDir
@@ -445,7 +446,7 @@ def _task_records(
     """Records for :func:`build_task` and the id each sequence is shown under."""
     attrs = [c for c in (*cfg.data.categorical, *cfg.data.numeric) if c in table.columns]
     by_id = {r["sequence_id"]: r for r in table.iter_rows(named=True)}
-    members = [c.removeprefix("contrib_") for c in chosen.columns if c.startswith("contrib_")]
+    members = contribution_members(chosen.columns)
     records, shown = [], []
     for row in chosen.iter_rows(named=True):
         seq = by_id[row["sequence_id"]]

@@ -15,6 +15,7 @@ matplotlib's Agg canvas (no pyplot global state).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,15 @@ def evaluate_files(
         paths = plot_scores(joined["score"].to_numpy(), joined["label"].to_numpy(), plots_dir, threshold)
         result["plots"] = {k: str(v) for k, v in paths.items()}
     return result
+
+
+#: score-file column prefix of each ensemble member's share of the score
+CONTRIB_PREFIX = "contrib_"
+
+
+def contribution_members(columns: Sequence[str]) -> list[str]:
+    """Ensemble members with a contribution column (``contrib_<member>``) among ``columns``, in order."""
+    return [c.removeprefix(CONTRIB_PREFIX) for c in columns if c.startswith(CONTRIB_PREFIX)]
 
 
 def _scores_meta(path: Path) -> dict[str, Any]:

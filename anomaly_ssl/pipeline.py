@@ -29,6 +29,7 @@ from .data import Vocabulary, iter_sequence_batches
 from .data.encoded import EVENT_FIELD, EncodedSequences
 from .device import resolve_device
 from .errors import DataError
+from .evaluate import CONTRIB_PREFIX
 from .explain import event_names, explanation_columns, neighbor_column, summarize_events
 from .io import atomic_path
 from .logs import progress
@@ -162,7 +163,7 @@ def score_table(
     }
     for name in batch.raw:
         cols[f"score_{name}"] = pl.Series(batch.raw[name], dtype=pl.Float64)
-        cols[f"contrib_{name}"] = pl.Series(batch.contributions[name], dtype=pl.Float64)
+        cols[f"{CONTRIB_PREFIX}{name}"] = pl.Series(batch.contributions[name], dtype=pl.Float64)
     out = pl.DataFrame(cols)
     if explain:
         attrs = [c for c in (*cfg.data.categorical, *cfg.data.numeric) if c in table.columns]

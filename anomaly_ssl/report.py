@@ -25,7 +25,7 @@ import polars as pl
 from . import plots
 from ._version import __version__
 from .errors import DataError, RunDirError
-from .evaluate import evaluate_scores
+from .evaluate import contribution_members, evaluate_scores
 from .io import atomic_write_text, read_json
 from .run import RunDir
 
@@ -163,7 +163,7 @@ def _context(df: pl.DataFrame, meta: dict[str, Any], rd: RunDir, path: Path, car
         flagged = df["is_anomaly"].fill_null(0).cast(pl.Int8).to_numpy().astype(bool)
     else:
         flagged = scores > threshold if threshold is not None else np.zeros(len(scores), dtype=bool)
-    members = meta.get("members") or [c[len("contrib_"):] for c in df.columns if c.startswith("contrib_")]
+    members = meta.get("members") or contribution_members(df.columns)
     version = meta.get("model_version")
     if version is None and "model_version" in df.columns and df.height:
         version = df["model_version"].drop_nulls().first()

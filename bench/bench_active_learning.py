@@ -70,12 +70,17 @@ from active_learning import (  # noqa: E402
     sync_labels,
     truth_from_labels,
 )
-from active_learning.finetune import choose_blend, head_features, pool_feature_stats  # noqa: E402
+from active_learning.finetune import (  # noqa: E402
+    choose_blend,
+    head_features,
+    pool_feature_stats,
+    train_unsup_scores,
+)
 from active_learning.head import blend, rank_logit, stratified_folds  # noqa: E402
 from active_learning.label_store import LabelStore  # noqa: E402
 from active_learning.ls_server import VENV_ENV, free_port  # noqa: E402
 from anomaly_ssl import load_config, load_run, pretrain, read_labels, score_file, simulate_shop  # noqa: E402
-from anomaly_ssl.evaluate import evaluate_scores  # noqa: E402
+from anomaly_ssl.evaluate import contribution_members, evaluate_scores  # noqa: E402
 from anomaly_ssl.run import RunDir  # noqa: E402
 
 HDFS_POOL = ROOT.parent / "shared" / "data" / "hdfs" / "hdfs_2pct_sequences.csv"
@@ -103,9 +108,7 @@ def pool_features(
 
 def members_and_reference(run: Path, scores: pl.DataFrame) -> tuple[list[str], np.ndarray]:
     """The ensemble members in a score file and the run's training scores (the rank's reference)."""
-    members = [c.removeprefix("contrib_") for c in scores.columns if c.startswith("contrib_")]
-    reference = pl.read_parquet(RunDir(run).detector_dir / "train.parquet", columns=["score"])["score"]
-    return members, reference.to_numpy()
+    return contribution_members(scores.columns), train_unsup_scores(RunDir(run))
 
 
 class Features:
